@@ -1,0 +1,45 @@
+"""Greedy token identity against vanilla vLLM, float32, for every kind of plan.
+
+One self-speculative engine starts with a plan file; the other plans are swapped in
+through the worker extension (`selfspec_set_plan`), which runs on every rank.
+"""
+
+import pytest
+import yaml
+from helpers import (ALL_TOKENS, EACH_TOKENS, K, PLANS, first_difference, generate_all,
+                     generate_each, greedy, prefixes, running_llm)
+
+from vllm_selfspec.engine import draft_stats, selfspec_kwargs, set_plan
+from vllm_selfspec.plan import parse_plan
+from vllm_selfspec.spec_metrics import read_spec_counts
+
+
+@pytest.fixture(scope="module")
+def llm(model_path, tmp_path_factory):
+    plan_file = tmp_path_factory.mktemp("plan") / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(PLANS["draft_and_verify"]))
+    with running_llm(model_path, **selfspec_kwargs(K, plan_file)) as llm:
+        yield llm
+
+
+def test_vanilla_batch_shape_does_not_change_float32_output(vanilla):
+    # The premise of every identity test below.
+    all_prefix = prefixes(vanilla["all"], EACH_TOKENS)
+    assert vanilla["each"] == all_prefix, first_difference(vanilla["each"], all_prefix)
+
+
+@pytest.mark.parametrize("kind", list(PLANS))
+def test_greedy_identity(llm, vanilla, kind):
+    set_plan(llm, parse_plan(PLANS[kind], kind))
+    before = read_spec_counts(llm.get_metrics())
+    batched = generate_all(llm, vanilla["prompts"], greedy(ALL_TOKENS))
+    assert batched == vanilla["all"], f"{kind}, all at once: " + first_difference(
+        batched, vanilla["all"])
+    each = generate_each(llm, vanilla["prompts"], greedy(EACH_TOKENS))
+    assert each == vanilla["each"], f"{kind}, batch 1: " + first_difference(
+        each, vanilla["each"])
+
+    counts = read_spec_counts(llm.get_metrics()).minus(before)
+    # Identity must come from verified drafts, not from drafting nothing.
+    assert counts.drafts > 0 and 0 < counts.accepted < counts.draft_tokens, counts
+    assert draft_stats(llm)["clipped_by_allocation"] == 0

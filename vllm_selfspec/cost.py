@@ -1,0 +1,47 @@
+"""What a plan keeps of the per-token work, counted in weights.
+
+A decode step at small batch is bound by reading weights, so the share of weights a
+draft step reads predicts its cost relative to a full decode step. The LM head is
+read in full by both; the embedding is a single-row lookup and costs next to nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vllm_selfspec.plan import SkipPlan
+
+
+@dataclass(frozen=True)
+class WeightCounts:
+    attention: tuple[int, ...]  # per layer
+    mlp: tuple[int, ...]  # per layer
+    head: int  # LM head (final norm included)
+
+
+def kept_share(plan: SkipPlan, w: WeightCounts) -> float:
+    """Weights a draft step reads, as a share of those a full decode step reads.
+
+    >>> kept_share(SkipPlan(2, attention_skip=(1,)), WeightCounts((1, 1), (2, 2), 4))
+    0.9
+    """
+    kept = sum(w.attention[i] if kind == "attn" else w.mlp[i]
+               for i, kind in plan.kept_sublayers())
+    return (kept + w.head) / (sum(w.attention) + sum(w.mlp) + w.head)
+
+
+def _numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def weight_counts(adapter) -> WeightCounts:
+    layers = adapter.layers
+    return WeightCounts(
+        attention=tuple(_numel(l.self_attn) + _numel(l.input_layernorm) for l in layers),
+        mlp=tuple(_numel(l.mlp) + _numel(l.post_attention_layernorm) for l in layers),
+        head=_numel(adapter.model.lm_head) + _numel(adapter.decoder.norm),
+    )
+
+
+def kept_weight_share(adapter, plan: SkipPlan) -> float:
+    return kept_share(plan, weight_counts(adapter))

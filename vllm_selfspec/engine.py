@@ -1,0 +1,37 @@
+"""Keyword arguments for `vllm.LLM` that turn self-speculative decoding on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def selfspec_kwargs(num_speculative_tokens: int = 4,
+                    plan: str | Path | None = None) -> dict[str, Any]:
+    """`LLM(model, **selfspec_kwargs(4, "plan.yaml"))` drafts with the model's own layers."""
+    kwargs: dict[str, Any] = {
+        "speculative_config": {"model": "[self]",
+                               "num_speculative_tokens": num_speculative_tokens},
+    }
+    if plan is not None:
+        kwargs["additional_config"] = {"selfspec": {"plan": str(plan)}}
+    return kwargs
+
+
+def local_defaults(kv_cache_gib: float = 1.0) -> dict[str, Any]:
+    """Settings for small machines: on CPU, vLLM otherwise reserves 92% of RAM."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        return {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
+    return {}
+
+
+def set_plan(llm, plan) -> str:
+    """Swap the skip plan of a running engine (all ranks); returns the plan's summary."""
+    return llm.collective_rpc("selfspec_set_plan", args=(plan.to_dict(),))[0]
+
+
+def draft_stats(llm) -> dict:
+    """The drafter's own counters on rank 0 (see stats.DraftStats)."""
+    return llm.collective_rpc("selfspec_stats")[0]

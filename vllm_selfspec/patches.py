@@ -1,0 +1,122 @@
+"""Every hook vllm-selfspec puts into vLLM, in one place.
+
+Each hook wraps one vLLM callable, delegates to the original, and names the vLLM
+behaviour it relies on. They were written against vLLM 0.32.0 (`SUPPORTED_VLLM`);
+the plugin refuses other versions, so an upgrade is one reviewed change here.
+Applying is idempotent: vLLM loads plugins in every process, sometimes twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+logger = logging.getLogger("vllm.selfspec")
+
+SUPPORTED_VLLM = ("0.32.0",)
+_MARK = "__selfspec_original__"
+
+
+@dataclass(frozen=True)
+class Hook:
+    owner: type
+    name: str
+    wrapper: Callable  # wrapper(original, *args, **kwargs)
+    why: str
+
+    def apply(self) -> bool:
+        raw = self.owner.__dict__[self.name]
+        target = raw.fget if isinstance(raw, property) else raw
+        if isinstance(raw, staticmethod):
+            target = raw.__func__
+        if hasattr(target, _MARK):
+            return False
+
+        @functools.wraps(target)
+        def hooked(*args, **kwargs):
+            return self.wrapper(target, *args, **kwargs)
+
+        setattr(hooked, _MARK, target)
+        if isinstance(raw, property):
+            hooked = property(hooked, raw.fset, raw.fdel, raw.__doc__)
+        elif isinstance(raw, staticmethod):
+            hooked = staticmethod(hooked)
+        setattr(self.owner, self.name, hooked)
+        logger.debug("vllm-selfspec: hooked %s.%s (%s)", self.owner.__name__, self.name, self.why)
+        return True
+
+
+# --- the hooks -----------------------------------------------------------------------
+
+
+def create_speculative_config(original, engine_args, target_model_config, target_parallel_config):
+    from vllm_selfspec import config
+
+    if not config.prepare_engine_args(engine_args):
+        return original(engine_args, target_model_config, target_parallel_config)
+    spec = original(engine_args, target_model_config, target_parallel_config)
+    config.configure(engine_args, target_model_config, target_parallel_config)
+    return spec
+
+
+def add_cli_args(original, parser):
+    parser = original(parser)
+    # The design card's spelling; vLLM 0.32 calls the same flag --spec-model.
+    parser.add_argument(
+        "--speculative-model", dest="spec_model", default=None,
+        help="Alias of --spec-model. '[self]' drafts with the model's own layers "
+             "(vllm-selfspec); the skip plan comes from --additional-config "
+             "'{\"selfspec\": {\"plan\": \"PLAN.yaml\"}}' or a shipped plan.",
+    )
+    return parser
+
+
+def num_lookahead_tokens(original, vllm_config):
+    # The scheduler reserves KV slots past the verified tokens only for methods it
+    # knows draft K/V there (EAGLE, draft models); custom_class gets 0. Our drafts
+    # write K/V for up to k positions past them, so reserve k like a draft model.
+    from vllm_selfspec.config import is_selfspec
+
+    spec = vllm_config.speculative_config
+    if spec is not None and spec.method == "custom_class" and is_selfspec(spec.model):
+        return spec.num_speculative_tokens
+    return original(vllm_config)
+
+
+def propose_draft_token_ids(original, runner, *args, **kwargs):
+    # custom_class proposers get neither the runner nor a way to return draft
+    # probabilities; bind the one before and hand over the other after.
+    from vllm_selfspec.proposer import SelfSpecProposer
+
+    drafter = getattr(runner, "drafter", None)
+    if not isinstance(drafter, SelfSpecProposer):
+        return original(runner, *args, **kwargs)
+    drafter.runner = runner
+    drafts = original(runner, *args, **kwargs)
+    probs = drafter.take_last_draft_probs()
+    if probs is not None:
+        runner._draft_probs = probs
+        runner._draft_prob_req_ids = runner.input_batch.req_ids.copy()
+    return drafts
+
+
+def hooks() -> list[Hook]:
+    from vllm.config import VllmConfig
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    return [
+        Hook(EngineArgs, "create_speculative_config", create_speculative_config,
+             "'[self]' -> custom_class proposer, plan resolved and checked"),
+        Hook(EngineArgs, "add_cli_args", add_cli_args, "--speculative-model alias"),
+        Hook(VllmConfig, "num_lookahead_tokens", num_lookahead_tokens,
+             "look-ahead KV slots for draft K/V"),
+        Hook(GPUModelRunner, "propose_draft_token_ids", propose_draft_token_ids,
+             "runner handle and draft probabilities"),
+    ]
+
+
+def apply_all() -> int:
+    return sum(hook.apply() for hook in hooks())

@@ -1,0 +1,31 @@
+"""Methods vLLM mixes into every worker (its `worker_extension_cls` hook).
+
+Called through `LLM.collective_rpc("selfspec_...", args=...)`; they run on every
+tensor-parallel rank, so a plan swapped this way changes on all ranks at once.
+"""
+
+from __future__ import annotations
+
+from vllm_selfspec.plan import SkipPlan
+
+
+class SelfSpecWorkerExtension:
+    def _selfspec_drafter(self):
+        from vllm_selfspec.proposer import SelfSpecProposer
+
+        drafter = getattr(self.model_runner, "drafter", None)
+        if not isinstance(drafter, SelfSpecProposer):
+            raise RuntimeError("this engine does not draft with '[self]'")
+        return drafter
+
+    def selfspec_set_plan(self, plan: dict) -> str:
+        """Draft with PLAN (a plan dict) from the next step on; returns its summary."""
+        drafter = self._selfspec_drafter()
+        drafter.set_plan(SkipPlan.from_dict(plan, source=plan.get("source", "<rpc>")))
+        return drafter.plan.describe()
+
+    def selfspec_stats(self) -> dict:
+        return self._selfspec_drafter().stats.as_dict()
+
+    def selfspec_reset_stats(self) -> None:
+        self._selfspec_drafter().stats.reset()
