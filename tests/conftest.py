@@ -25,11 +25,15 @@ def model_path() -> str:
 @pytest.fixture(scope="session")
 def vanilla(model_path):
     """Vanilla vLLM's greedy outputs for the evaluation prompts: the ground truth."""
-    from helpers import (ALL_TOKENS, EACH_TOKENS, eval_prompts, generate_all, generate_each,
-                         greedy, running_llm)
+    from helpers import (ALL_TOKENS, EACH_TOKENS, LONG_PROMPTS, LONG_TOKENS, eval_prompts,
+                         generate_all, generate_each, greedy, near_max_len_prompt,
+                         running_llm)
 
     prompts = eval_prompts(model_path)
     with running_llm(model_path) as llm:
         batched = generate_all(llm, prompts, greedy(ALL_TOKENS))
         each = generate_each(llm, prompts, greedy(EACH_TOKENS))
-    return {"prompts": prompts, "all": batched, "each": each}
+        near_end = generate_all(llm, [near_max_len_prompt(llm)], greedy(ALL_TOKENS))
+        long = generate_all(llm, prompts[-LONG_PROMPTS:], greedy(LONG_TOKENS))
+    return {"prompts": prompts, "all": batched, "each": each, "near_end": near_end,
+            "long": long}

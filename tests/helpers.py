@@ -12,6 +12,8 @@ K = 4
 # Greedy outputs with fewer tokens are prefixes of those with more, so batch-1 runs
 # (the slow ones: one request per step) compare against a prefix of the batched run.
 ALL_TOKENS, EACH_TOKENS = 32, 16
+# A few long generations from the longest prompts, to fill a small KV cache.
+LONG_PROMPTS, LONG_TOKENS = 4, 96
 
 ENGINE_ARGS = dict(
     dtype="float32",
@@ -53,6 +55,13 @@ def running_llm(model_path: str, **overrides):
         yield llm
     finally:
         llm.llm_engine.engine_core.shutdown()
+
+
+def near_max_len_prompt(llm, room: int = 6) -> dict:
+    """Token ids that leave ROOM tokens before max_model_len: drafting must stop there."""
+    tokenizer = llm.get_tokenizer()
+    ids = tokenizer.encode("def count(n):\n    return [i for i in range(n)]\n" * 200)
+    return {"prompt_token_ids": ids[: ENGINE_ARGS["max_model_len"] - room]}
 
 
 def greedy(max_tokens: int = 32, **kw):
