@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 logger = logging.getLogger("vllm.selfspec")
 
@@ -21,7 +24,7 @@ _MARK = "__selfspec_original__"
 
 @dataclass(frozen=True)
 class Hook:
-    owner: type
+    owner: type | types.ModuleType
     name: str
     wrapper: Callable  # wrapper(original, *args, **kwargs)
     why: str
@@ -102,9 +105,33 @@ def propose_draft_token_ids(original, runner, *args, **kwargs):
     return drafts
 
 
+def expand_batch_to_tokens(original, x, cu_num_tokens, num_tokens, replace_from=0,
+                           replace_to=0):
+    # vLLM 0.32's CPU stand-in for the Triton expand kernel casts its output and input
+    # to int64 copies: the per-token temperatures (floats) and top-k (int32) it should
+    # fill are lost, so the rejection sampler scales target logits by garbage and
+    # sampled speculative decoding (any method) leaves the target distribution.
+    # Spelled out in torch for CPU tensors; other devices keep the kernel.
+    if x.device.type != "cpu":
+        return original(x, cu_num_tokens, num_tokens, replace_from, replace_to)
+    counts = torch.diff(cu_num_tokens, prepend=cu_num_tokens.new_zeros(1))
+    x = torch.where(x == replace_from, torch.full_like(x, replace_to), x)
+    return torch.repeat_interleave(x, counts, output_size=num_tokens)
+
+
+def apply_sampling_constraints(original, logits, cu_num_draft_tokens, sampling_metadata):
+    # vLLM 0.32 on CPU runs the rejection sampler for steps whose requests carry no
+    # draft tokens at all; with top-k set, its top-k mask then fails on the empty
+    # logits (`max()` of an empty tensor) and kills the engine, for every method.
+    if logits.shape[0] == 0:
+        return logits
+    return original(logits, cu_num_draft_tokens, sampling_metadata)
+
+
 def hooks() -> list[Hook]:
     from vllm.config import VllmConfig
     from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.sample import rejection_sampler
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     return [
@@ -115,6 +142,10 @@ def hooks() -> list[Hook]:
              "look-ahead KV slots for draft K/V"),
         Hook(GPUModelRunner, "propose_draft_token_ids", propose_draft_token_ids,
              "runner handle and draft probabilities"),
+        Hook(rejection_sampler, "expand_batch_to_tokens", expand_batch_to_tokens,
+             "correct per-token sampling parameters on CPU"),
+        Hook(rejection_sampler, "apply_sampling_constraints", apply_sampling_constraints,
+             "no top-k crash on steps without drafts"),
     ]
 
 
