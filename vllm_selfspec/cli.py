@@ -33,6 +33,12 @@ def _serve(args) -> None:
     main(args.vllm_args)
 
 
+def _bench(args) -> int:
+    from vllm_selfspec.bench import main_from_args
+
+    return main_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-selfspec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,22 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "wheel's own `vllm` command fails on its package name; this works.")
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER)
     serve.set_defaults(func=_serve)
+
+    from vllm_selfspec.bench import add_arguments
+
+    bench = sub.add_parser("bench", help="speed side by side: vanilla, selfspec, ngram, "
+                                         "draft_model")
+    add_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        from vllm_selfspec.models import ModelFetchError
-        from vllm_selfspec.plan import PlanError
+    from vllm_selfspec.bench import BenchError
+    from vllm_selfspec.models import ModelFetchError
+    from vllm_selfspec.plan import PlanError
+    from vllm_selfspec.prompts import PromptFileError
 
-        if isinstance(e, (ModelFetchError, PlanError)):
-            print(f"vllm-selfspec: error: {e}", file=sys.stderr)
-            return 1
-        raise
-    return 0
+    try:
+        return args.func(args) or 0
+    except (ModelFetchError, PlanError, PromptFileError, BenchError) as e:
+        print(f"vllm-selfspec: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,4 +39,13 @@ def set_plan(llm, plan) -> str:
 
 def draft_stats(llm) -> dict:
     """The drafter's own counters on rank 0 (see stats.DraftStats)."""
+    return llm.collective_rpc("selfspec_stats")[0]["draft"]
+
+
+def runner_stats(llm) -> dict:
+    """Rank 0's step times and, when drafting, the drafter's counters."""
     return llm.collective_rpc("selfspec_stats")[0]
+
+
+def reset_runner_stats(llm) -> None:
+    llm.collective_rpc("selfspec_reset_stats")

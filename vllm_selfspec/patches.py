@@ -90,19 +90,37 @@ def num_lookahead_tokens(original, vllm_config):
 
 def propose_draft_token_ids(original, runner, *args, **kwargs):
     # custom_class proposers get neither the runner nor a way to return draft
-    # probabilities; bind the one before and hand over the other after.
+    # probabilities; bind the one before and hand over the other after. Drafting is
+    # timed for every method (stats.StepTimes).
     from vllm_selfspec.proposer import SelfSpecProposer
+    from vllm_selfspec.stats import step_times
 
     drafter = getattr(runner, "drafter", None)
-    if not isinstance(drafter, SelfSpecProposer):
-        return original(runner, *args, **kwargs)
-    drafter.runner = runner
-    drafts = original(runner, *args, **kwargs)
+    with step_times(runner).timing("draft"):
+        if not isinstance(drafter, SelfSpecProposer):
+            return original(runner, *args, **kwargs)
+        drafter.runner = runner
+        drafts = original(runner, *args, **kwargs)
     probs = drafter.take_last_draft_probs()
     if probs is not None:
         runner._draft_probs = probs
         runner._draft_prob_req_ids = runner.input_batch.req_ids.copy()
     return drafts
+
+
+def execute_model(original, runner, *args, **kwargs):
+    # Timing only (stats.StepTimes): the step-time split of `vllm-selfspec bench`.
+    from vllm_selfspec.stats import step_times
+
+    with step_times(runner).timing("forward"):
+        return original(runner, *args, **kwargs)
+
+
+def sample_tokens(original, runner, *args, **kwargs):
+    from vllm_selfspec.stats import step_times
+
+    with step_times(runner).timing("sample"):
+        return original(runner, *args, **kwargs)
 
 
 def expand_batch_to_tokens(original, x, cu_num_tokens, num_tokens, replace_from=0,
@@ -142,6 +160,8 @@ def hooks() -> list[Hook]:
              "look-ahead KV slots for draft K/V"),
         Hook(GPUModelRunner, "propose_draft_token_ids", propose_draft_token_ids,
              "runner handle and draft probabilities"),
+        Hook(GPUModelRunner, "execute_model", execute_model, "step timing"),
+        Hook(GPUModelRunner, "sample_tokens", sample_tokens, "step timing"),
         Hook(rejection_sampler, "expand_batch_to_tokens", expand_batch_to_tokens,
              "correct per-token sampling parameters on CPU"),
         Hook(rejection_sampler, "apply_sampling_constraints", apply_sampling_constraints,

@@ -10,7 +10,6 @@ exactly what the model alone would have produced.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -68,7 +67,6 @@ class SelfSpecProposer:
         rows, budgets = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
         if len(rows) == 0:
             return drafts
-        start = time.perf_counter()
         if self.inputs is None:
             self.inputs = DraftStepInputs(self.runner, [
                 self.adapter.attention_layer_name(i) for i in self.plan.kept_attention_layers()])
@@ -94,7 +92,7 @@ class SelfSpecProposer:
                 drafts[r].append(t)
             positions = positions + 1
         self._last_draft_probs = probs
-        self.stats.record(time.perf_counter() - start, drafts)
+        self.stats.record(drafts)
         return drafts
 
     def _rows_to_draft(self, sampled_token_ids, num_tokens_no_spec):

@@ -1,23 +1,23 @@
-"""Counters the proposer keeps about its own work, read by the benchmark."""
+"""Counters the proposer and the runner hooks keep, read by the benchmark."""
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 
 @dataclass
 class DraftStats:
     calls: int = 0  # propose() calls that drafted for at least one request
-    seconds: float = 0.0  # wall time spent drafting
     draft_tokens: int = 0
     draft_forwards: int = 0  # draft-model forward passes (steps), all requests at once
     # requests whose draft length was cut because their KV blocks ended (0 when the
     # scheduler's look-ahead reservation works)
     clipped_by_allocation: int = 0
 
-    def record(self, seconds: float, drafts: list[list[int]]) -> None:
+    def record(self, drafts: list[list[int]]) -> None:
         self.calls += 1
-        self.seconds += seconds
         self.draft_tokens += sum(len(d) for d in drafts)
         self.draft_forwards += max(len(d) for d in drafts)
 
@@ -26,3 +26,43 @@ class DraftStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class StepTimes:
+    """Wall time of the model runner's two calls per engine step.
+
+    `forward` is execute_model (input preparation and the target forward pass, the
+    verification pass when drafts are scheduled); `sample` is sample_tokens (sampling
+    or rejection sampling, bookkeeping, and drafting for the next step); `draft` is
+    the drafting inside it, for any speculative method.
+    """
+
+    steps: int = 0
+    forward_s: float = 0.0
+    sample_s: float = 0.0
+    draft_s: float = 0.0
+
+    @contextmanager
+    def timing(self, part: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            if part == "forward":
+                self.steps += 1
+            setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_times(runner) -> StepTimes:
+    times = getattr(runner, "_selfspec_step_times", None)
+    if times is None:
+        times = runner._selfspec_step_times = StepTimes()
+    return times

@@ -7,6 +7,7 @@ tensor-parallel rank, so a plan swapped this way changes on all ranks at once.
 from __future__ import annotations
 
 from vllm_selfspec.plan import SkipPlan
+from vllm_selfspec.stats import step_times
 
 
 class SelfSpecWorkerExtension:
@@ -25,7 +26,15 @@ class SelfSpecWorkerExtension:
         return drafter.plan.describe()
 
     def selfspec_stats(self) -> dict:
-        return self._selfspec_drafter().stats.as_dict()
+        """Step times of this worker's runner, and the drafter's counters if it drafts."""
+        drafter = getattr(self.model_runner, "drafter", None)
+        stats = {"steps": step_times(self.model_runner).as_dict()}
+        if hasattr(drafter, "stats"):
+            stats["draft"] = drafter.stats.as_dict()
+        return stats
 
     def selfspec_reset_stats(self) -> None:
-        self._selfspec_drafter().stats.reset()
+        step_times(self.model_runner).reset()
+        drafter = getattr(self.model_runner, "drafter", None)
+        if hasattr(drafter, "stats"):
+            drafter.stats.reset()

@@ -1,0 +1,45 @@
+"""`vllm-selfspec bench` end to end on smollm2-135m with a few prompts."""
+
+import json
+import os
+
+import jsonschema
+import pytest
+
+from vllm_selfspec.bench_report import SCHEMA
+from vllm_selfspec.cli import main
+
+COMMON = ["--model", "smollm2-135m", "--prompts", "humaneval", "--num-prompts", "3",
+          "--max-tokens", "16", "--repeats", "1", "--dtype", "float32"]
+
+
+def test_bench_runs_every_method_and_writes_its_outputs(model_path, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", *COMMON, "--methods", "vanilla,selfspec,ngram,draft_model",
+                 "--draft-model", "smollm2-135m", "--batch-sizes", "1,3", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    jsonschema.validate(results, SCHEMA)
+    rows = {(r["method"], r["batch_size"]): r for r in results["summary"]["rows"]}
+    assert set(rows) == {(m, b) for m in ("vanilla", "selfspec", "ngram", "draft_model")
+                         for b in (1, 3)}
+    assert rows[("vanilla", 1)]["speedup"] == 1.0
+    assert rows[("selfspec", 1)]["mean_acceptance_length"] > 1.0
+    assert rows[("selfspec", 1)]["step_ms"]["draft_ms"] > 0
+    assert results["summary"]["correctness"]["failures"] == []
+    assert all(e["kv_cache_tokens"] > 0 for e in results["engines"].values())
+    assert "| selfspec | 1 |" in (out / "results.md").read_text()
+    for chart in ("speedup.png", "acceptance.png"):
+        assert (out / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_corrupted_method_is_flagged(model_path, tmp_path, monkeypatch, capsys):
+    # Draft K/V overwrite the last verified token's (test-only fault): greedy text changes.
+    monkeypatch.setenv("VLLM_SELFSPEC_FAULT", "kv_overwrite")
+    out = tmp_path / "bench"
+    code = main(["bench", *COMMON, "--methods", "vanilla,selfspec", "--batch-sizes", "1",
+                 "--out", str(out)])
+    assert code == 3
+    assert "CORRECTNESS FAILURE" in capsys.readouterr().err
+    failures = json.loads((out / "results.json").read_text())["summary"]["correctness"]["failures"]
+    assert failures and failures[0].startswith("selfspec at batch 1")

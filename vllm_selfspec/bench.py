@@ -1,0 +1,237 @@
+"""`vllm-selfspec bench`: every method as a real vLLM engine, side by side.
+
+Each repeat starts each method's engine in turn (the order reversed every other
+repeat), runs the same prompts at every batch size, and records wall time, vLLM's
+spec-decode counters, the runner's step times, memory and the greedy outputs.
+Speed-ups are ratios to vanilla within the same repeat, summarised over repeats.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vllm_selfspec.bench_stats import minus
+from vllm_selfspec.config import WORKER_EXTENSION
+from vllm_selfspec.engine import local_defaults, runner_stats, selfspec_kwargs
+from vllm_selfspec.models import resolve_model
+from vllm_selfspec.prompts import load_prompts, render
+from vllm_selfspec.spec_metrics import read_spec_counts
+
+METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
+# The draft model a user would pick for each benchmark model (same tokenizer family).
+DEFAULT_DRAFT = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
+
+
+class BenchError(ValueError):
+    pass
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    prompts: str = "humaneval"
+    out: str = "bench-out"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    plan: str | None = None
+    draft_model: str | None = None
+    num_prompts: int = 20
+    max_tokens: int = 128
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4])
+    temperature: float = 0.0
+    repeats: int = 3
+    num_speculative_tokens: int = 4
+    dtype: str = "auto"
+    max_model_len: int = 4096
+
+    def check(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise BenchError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+        if "vanilla" not in self.methods:
+            raise BenchError("--methods must include vanilla: speed-ups are ratios to it")
+        if "draft_model" in self.methods and not (self.draft_model or
+                                                  DEFAULT_DRAFT.get(self.model)):
+            raise BenchError("draft_model needs --draft-model NAME_OR_PATH for this model")
+        if self.repeats < 1 or self.num_prompts < 1 or not self.batch_sizes \
+                or min(self.batch_sizes) < 1:
+            raise BenchError("--repeats, --num-prompts and --batch-sizes must be positive")
+
+
+def method_kwargs(cfg: BenchConfig, method: str) -> dict:
+    k = cfg.num_speculative_tokens
+    if method == "selfspec":
+        return selfspec_kwargs(k, cfg.plan)
+    if method == "ngram":
+        return {"speculative_config": {"method": "ngram", "num_speculative_tokens": k,
+                                       "prompt_lookup_max": 4, "prompt_lookup_min": 2}}
+    if method == "draft_model":
+        draft = resolve_model(cfg.draft_model or DEFAULT_DRAFT[cfg.model])
+        return {"speculative_config": {"model": draft, "num_speculative_tokens": k}}
+    return {}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict:
+    import torch
+    import vllm
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "vllm": vllm.__version__,
+        "threads_setting": {k: os.environ.get(k) for k in (
+            "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS")},
+    }
+
+
+def peak_memory_gib() -> float:
+    """Peak resident memory of this process's children (engine core and workers)."""
+    import psutil
+
+    total = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            with open(f"/proc/{child.pid}/status") as f:
+                hwm = next((l for l in f if l.startswith("VmHWM")), None)
+            total += int(hwm.split()[1]) * 1024 if hwm else child.memory_info().rss
+        except (OSError, psutil.Error):
+            pass
+    return round(total / 2**30, 3)
+
+
+@contextmanager
+def engine(model: str, cfg: BenchConfig, method: str):
+    from vllm import LLM
+
+    llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+              max_num_seqs=max(cfg.batch_sizes), disable_log_stats=False, seed=0,
+              worker_extension_cls=WORKER_EXTENSION, **local_defaults(2.0),
+              **method_kwargs(cfg, method))
+    try:
+        yield llm
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+
+
+def kv_capacity_tokens(llm) -> int | None:
+    cache = llm.llm_engine.vllm_config.cache_config
+    return cache.num_gpu_blocks * cache.block_size if cache.num_gpu_blocks else None
+
+
+def measure(llm, prompts: list[str], batch_size: int, params) -> dict:
+    """Run PROMPTS in groups of BATCH_SIZE submitted together; counters over the run."""
+    spec0, stats0 = read_spec_counts(llm.get_metrics()), runner_stats(llm)
+    outputs, wall = [], 0.0
+    for i in range(0, len(prompts), batch_size):
+        start = time.perf_counter()
+        outs = llm.generate(prompts[i:i + batch_size], params, use_tqdm=False)
+        wall += time.perf_counter() - start
+        outputs += [list(o.outputs[0].token_ids) for o in outs]
+    spec = read_spec_counts(llm.get_metrics()).minus(spec0)
+    tokens = sum(len(o) for o in outputs)
+    return {
+        "wall_s": round(wall, 4), "output_tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 4),
+        "spec": asdict(spec) | {"mean_acceptance_length": spec.mean_acceptance_length,
+                                "position_rates": spec.position_rates()},
+        "runner": minus(runner_stats(llm), stats0),
+        "outputs": outputs,
+    }
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Run the benchmark and write results.json, results.md and the charts to cfg.out."""
+    from vllm import SamplingParams
+    from transformers import AutoTokenizer
+
+    cfg.check()
+    model = resolve_model(cfg.model)
+    records = load_prompts(cfg.prompts, cfg.num_prompts)
+    texts = render(records, AutoTokenizer.from_pretrained(model))
+    groups: dict[str, list[str]] = {}
+    for rec, text in zip(records, texts):
+        groups.setdefault(rec.category or "all", []).append(text)
+    params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=0)
+
+    runs, engines = [], {}
+    total = cfg.repeats * len(cfg.methods)
+    started = time.monotonic()
+    for repeat in range(cfg.repeats):
+        order = cfg.methods if repeat % 2 == 0 else cfg.methods[::-1]
+        for n, method in enumerate(order):
+            done = repeat * len(cfg.methods) + n
+            eta = "" if not done else \
+                f", about {(time.monotonic() - started) / done * (total - done) / 60:.0f} min left"
+            log(f"repeat {repeat + 1}/{cfg.repeats}: {method} ({done + 1}/{total}{eta})")
+            with engine(model, cfg, method) as llm:
+                llm.generate(texts[:1], SamplingParams(max_tokens=4), use_tqdm=False)  # warm-up
+                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm)})
+                for b in cfg.batch_sizes:
+                    for category, prompts in groups.items():
+                        row = measure(llm, prompts, b, params)
+                        row.update(method=method, batch_size=b, category=category,
+                                   repeat=repeat)
+                        runs.append(row)
+                        log(f"  {method} batch {b} {category}: "
+                            f"{row['tokens_per_s']:.2f} tok/s")
+                engines[method]["peak_memory_gib"] = max(
+                    engines[method].get("peak_memory_gib", 0), peak_memory_gib())
+
+    from vllm_selfspec.bench_report import summarize_runs, write_report
+
+    results = {"config": asdict(cfg), "machine": machine(), "engines": engines, "runs": runs}
+    results["summary"] = summarize_runs(results)
+    write_report(results, Path(cfg.out))
+    return results
+
+
+def main_from_args(args) -> int:
+    cfg = BenchConfig(
+        model=args.model, prompts=args.prompts, out=args.out,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        plan=args.plan, draft_model=args.draft_model, num_prompts=args.num_prompts,
+        max_tokens=args.max_tokens,
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+        temperature=args.temperature, repeats=args.repeats,
+        num_speculative_tokens=args.num_speculative_tokens, dtype=args.dtype,
+    )
+    results = run_bench(cfg)
+    failures = results["summary"]["correctness"]["failures"]
+    print(Path(cfg.out, "results.md").read_text())
+    if failures:
+        print("CORRECTNESS FAILURE: greedy float32 outputs differ from vanilla:\n  "
+              + "\n  ".join(failures), file=sys.stderr)
+        return 3
+    return 0
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="a name from `models list` or a path/id")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--plan", help="skip plan for selfspec (default: the shipped plan)")
+    p.add_argument("--draft-model", help="draft model for draft_model")
+    p.add_argument("--prompts", default="humaneval", help="humaneval, xsum or FILE.jsonl")
+    p.add_argument("--num-prompts", type=int, default=20)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--batch-sizes", default="1,4")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--out", required=True, help="directory for results.json/.md and charts")
+
