@@ -105,7 +105,7 @@ def test_missing_plan_file(model_path, tmp_path):
 
 
 def test_unknown_selfspec_option(model_path):
-    with pytest.raises(SelfSpecConfigError, match="'plan_file'.*allowed: plan"):
+    with pytest.raises(SelfSpecConfigError, match="'plan_file'.*allowed: draft, plan"):
         engine_config(model_path, speculative_config={"model": "[self]"},
                       additional_config={"selfspec": {"plan_file": "x.yaml"}})
 

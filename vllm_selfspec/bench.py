@@ -23,7 +23,16 @@ from vllm_selfspec.models import resolve_model
 from vllm_selfspec.prompts import load_prompts, render
 from vllm_selfspec.spec_metrics import read_spec_counts
 
-METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
+METHODS = ("vanilla", "selfspec", "selfspec_fixed", "selfspec_gated", "ngram", "draft_model")
+DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
+# Drafting policies of the proposer (a plan's `draft:` settings) compared by the bench:
+# `selfspec` is the default (gated, n-gram hybrid, cost model).
+POLICIES = {
+    "selfspec": None,
+    "selfspec_fixed": {"threshold": 0.0, "target_acceptance": None, "cost_model": False,
+                       "hybrid": False},
+    "selfspec_gated": {"hybrid": False},
+}
 # The draft model a user would pick for each benchmark model (same tokenizer family).
 DEFAULT_DRAFT = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
 
@@ -37,7 +46,7 @@ class BenchConfig:
     model: str
     prompts: str = "humaneval"
     out: str = "bench-out"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     plan: str | None = None
     draft_model: str | None = None
     num_prompts: int = 20
@@ -65,8 +74,8 @@ class BenchConfig:
 
 def method_kwargs(cfg: BenchConfig, method: str) -> dict:
     k = cfg.num_speculative_tokens
-    if method == "selfspec":
-        return selfspec_kwargs(k, cfg.plan)
+    if method in POLICIES:
+        return selfspec_kwargs(k, cfg.plan, POLICIES[method])
     if method == "ngram":
         return {"speculative_config": {"method": "ngram", "num_speculative_tokens": k,
                                        "prompt_lookup_max": 4, "prompt_lookup_min": 2}}
@@ -221,7 +230,7 @@ def main_from_args(args) -> int:
 
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="a name from `models list` or a path/id")
-    p.add_argument("--methods", default=",".join(METHODS),
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--plan", help="skip plan for selfspec (default: the shipped plan)")
     p.add_argument("--draft-model", help="draft model for draft_model")

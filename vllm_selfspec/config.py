@@ -24,7 +24,7 @@ WORKER_EXTENSION = "vllm_selfspec.worker_extension.SelfSpecWorkerExtension"
 DEFAULT_NUM_SPECULATIVE_TOKENS = 4
 
 OPTIONS_KEY = "selfspec"  # additional_config["selfspec"]
-USER_OPTIONS = {"plan"}
+USER_OPTIONS = {"plan", "draft"}  # draft: overrides of the plan's draft: section
 PLAN_DATA = "plan_data"  # the resolved plan, written by configure()
 
 
@@ -59,7 +59,7 @@ def resolve_plan(opts: dict[str, Any], model_config: Any) -> SkipPlan:
         plan = find_plan(model_config.model, model_config.architecture,
                          model_config.hf_text_config)
     plan.check_model(model_config.hf_text_config.num_hidden_layers)
-    return plan
+    return plan.with_draft(opts.get("draft"), f"additional_config['{OPTIONS_KEY}']")
 
 
 def check_supported(engine_args: Any, model_config: Any, parallel_config: Any) -> None:

@@ -6,15 +6,19 @@ from pathlib import Path
 from typing import Any
 
 
-def selfspec_kwargs(num_speculative_tokens: int = 4,
-                    plan: str | Path | None = None) -> dict[str, Any]:
-    """`LLM(model, **selfspec_kwargs(4, "plan.yaml"))` drafts with the model's own layers."""
+def selfspec_kwargs(num_speculative_tokens: int = 4, plan: str | Path | None = None,
+                    draft: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`LLM(model, **selfspec_kwargs(4, "plan.yaml"))` drafts with the model's own layers;
+    DRAFT overrides settings of the plan's `draft:` section (the drafting policy)."""
     kwargs: dict[str, Any] = {
         "speculative_config": {"model": "[self]",
                                "num_speculative_tokens": num_speculative_tokens},
     }
-    if plan is not None:
-        kwargs["additional_config"] = {"selfspec": {"plan": str(plan)}}
+    options = {"plan": str(plan)} if plan is not None else {}
+    if draft:
+        options["draft"] = dict(draft)
+    if options:
+        kwargs["additional_config"] = {"selfspec": options}
     return kwargs
 
 

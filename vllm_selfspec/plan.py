@@ -7,6 +7,7 @@ A plan file is YAML:
     mlp_skip: [10, 12]           # 0-based layers whose MLP sublayer is skipped
     exit_layer: null             # or E: run layers 0..E-1, then final norm and LM head
     match: {...}                 # optional: which models this plan is for (see registry)
+    draft: {...}                 # optional: the drafting policy (see DraftConfig)
     provenance: {...}            # optional, free-form: where the plan came from
 
 Every error names the file, the key and the reason, so that a bad plan fails at
@@ -15,7 +16,7 @@ engine start, before any request.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import yaml
 
 TOP_LEVEL_KEYS = {
     "num_hidden_layers", "attention_skip", "mlp_skip", "exit_layer",
-    "match", "provenance",
+    "match", "draft", "provenance",
 }
 MATCH_KEYS = {"names", "architecture", "shape"}
 SHAPE_KEYS = (
@@ -41,12 +42,33 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True)
+class DraftConfig:
+    """How much to draft each step (a plan's `draft:` section). The defaults adapt;
+    `threshold: 0, target_acceptance: null, cost_model: false, hybrid: false` drafts
+    num_speculative_tokens every step."""
+
+    # Stop drafting a request when the draft token's probability falls below this.
+    threshold: float = 0.3
+    # Nudge each request's threshold after verification towards this acceptance rate
+    # (Draft & Verify's adaptive draft-exiting); null keeps the threshold fixed.
+    target_acceptance: float | None = 0.7
+    # Pick the draft length per step (0 included) for the most tokens per second,
+    # from acceptance so far and step times measured on this machine.
+    cost_model: bool = True
+    # Take drafts from an n-gram of the request's own context when there is one.
+    hybrid: bool = True
+    ngram_min: int = 2
+    ngram_max: int = 4
+
+
+@dataclass(frozen=True)
 class SkipPlan:
     num_hidden_layers: int
     attention_skip: tuple[int, ...] = ()
     mlp_skip: tuple[int, ...] = ()
     exit_layer: int | None = None
     match: dict[str, Any] = field(default_factory=dict)
+    draft: DraftConfig = field(default_factory=DraftConfig)
     provenance: dict[str, Any] = field(default_factory=dict)
     source: str = "<inline>"
 
@@ -82,6 +104,12 @@ class SkipPlan:
                 f"the plan is for {self.num_hidden_layers} layers but the model has "
                 f"{num_hidden_layers}; use a plan made for this model",
             )
+
+    def with_draft(self, overrides: dict[str, Any] | None, source: str) -> SkipPlan:
+        """The plan with some `draft:` settings overridden (from additional_config)."""
+        if not overrides:
+            return self
+        return replace(self, draft=parse_draft(overrides, source, base=self.draft))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,6 +170,7 @@ def parse_plan(data: Any, source: str) -> SkipPlan:
         mlp_skip=mlp,
         exit_layer=exit_layer,
         match=_match(data.get("match"), source),
+        draft=parse_draft(data.get("draft"), source),
         provenance=_mapping(data.get("provenance"), "provenance", source),
         source=source,
     )
@@ -194,3 +223,35 @@ def _match(v: Any, source: str) -> dict[str, Any]:
         raise PlanError(source, f"match.shape.{bad[0]}",
                         f"unknown key; allowed keys are {', '.join(SHAPE_KEYS)}")
     return m
+
+
+def parse_draft(v: Any, source: str, base: DraftConfig | None = None) -> DraftConfig:
+    """A `draft:` section over BASE (the defaults); unknown keys and bad values refused."""
+    d = _mapping(v, "draft", source)
+    base = base or DraftConfig()
+    fields = DraftConfig.__dataclass_fields__
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise PlanError(source, f"draft.{unknown[0]}",
+                        f"unknown key; allowed keys are {', '.join(fields)}")
+    out = {k: d.get(k, getattr(base, k)) for k in fields}
+
+    def prob(key, optional=False):
+        x = out[key]
+        if optional and x is None:
+            return
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < 1:
+            raise PlanError(source, f"draft.{key}", f"must be a probability in [0, 1)"
+                            f"{' or null' if optional else ''}, got {x!r}")
+
+    prob("threshold")
+    prob("target_acceptance", optional=True)
+    for key in ("cost_model", "hybrid"):
+        if not isinstance(out[key], bool):
+            raise PlanError(source, f"draft.{key}", f"must be true or false, got {out[key]!r}")
+    for key in ("ngram_min", "ngram_max"):
+        if not _is_int(out[key]) or out[key] < 1:
+            raise PlanError(source, f"draft.{key}", f"must be a positive integer, got {out[key]!r}")
+    if out["ngram_min"] > out["ngram_max"]:
+        raise PlanError(source, "draft.ngram_min", "must not exceed draft.ngram_max")
+    return DraftConfig(**out)

@@ -10,6 +10,7 @@ exactly what the model alone would have produced.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -19,11 +20,13 @@ from vllm.v1.spec_decode.llm_base_proposer import compute_probs_and_sample_next_
 
 from vllm_selfspec.adapters import PreNormDecoderAdapter, adapter_for
 from vllm_selfspec.config import plan_from_vllm_config
+from vllm_selfspec.controller import DraftController
 from vllm_selfspec.cost import kept_weight_share
 from vllm_selfspec.draft_inputs import DraftStepInputs
 from vllm_selfspec.faults import FAULT
 from vllm_selfspec.plan import SkipPlan
-from vllm_selfspec.stats import DraftStats
+from vllm_selfspec.policy import ngram_draft
+from vllm_selfspec.stats import DraftStats, step_times
 
 logger = logging.getLogger("vllm.selfspec")
 
@@ -33,28 +36,29 @@ class SelfSpecProposer:
         self.vllm_config = vllm_config
         self.k = vllm_config.speculative_config.num_speculative_tokens
         self.max_model_len = vllm_config.model_config.max_model_len
+        self.tp_size = vllm_config.parallel_config.tensor_parallel_size
         self.plan = plan_from_vllm_config(vllm_config)
         self.kept = self.plan.kept_sublayers()
         self.runner = None  # bound by the runner hook before each propose (patches.py)
         self.adapter: PreNormDecoderAdapter | None = None
         self.inputs: DraftStepInputs | None = None
+        self.controller: DraftController | None = None
         self.stats = DraftStats()
         self._last_draft_probs: torch.Tensor | None = None
 
     def load_model(self, model: torch.nn.Module) -> None:
         architecture = self.vllm_config.model_config.architecture
         self.adapter = adapter_for(architecture)(model)
-        self.plan.check_model(self.adapter.num_layers)
-        logger.info(
-            "vllm-selfspec: drafting %s tokens with plan %s: %s, %.0f%% of the "
-            "per-token weights (layers, embedding, LM head) kept",
-            self.k, self.plan.source, self.plan.describe(),
-            100 * kept_weight_share(self.adapter, self.plan),
-        )
+        self.set_plan(self.plan)
+        logger.info("vllm-selfspec: drafting up to %s tokens with plan %s: %s, %.0f%% of "
+                    "the per-token weights kept; policy %s", self.k, self.plan.source,
+                    self.plan.describe(), 100 * self.draft_share, self.plan.draft)
 
     def set_plan(self, plan: SkipPlan) -> None:
         plan.check_model(self.adapter.num_layers)
         self.plan, self.kept = plan, plan.kept_sublayers()
+        self.draft_share = kept_weight_share(self.adapter, plan)
+        self.controller = DraftController(plan.draft, self.k, self.draft_share)
         self.inputs = None  # the kept attention layers changed
 
     def take_last_draft_probs(self) -> torch.Tensor | None:
@@ -64,36 +68,86 @@ class SelfSpecProposer:
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
                 token_ids_cpu: np.ndarray, slot_mappings=None) -> list[list[int]]:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
+        req_ids = self.runner.input_batch.req_ids
+        self._learn(req_ids, sampled_token_ids)
         rows, budgets = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
-        if len(rows) == 0:
-            return drafts
+        budgets = np.minimum(budgets, self._draft_length([req_ids[r] for r in rows]))
+        rows, budgets = rows[budgets > 0], budgets[budgets > 0]
+        if self.plan.draft.hybrid:
+            rows, budgets = self._draft_from_context(rows, budgets, num_tokens_no_spec,
+                                                     token_ids_cpu, drafts)
+        if len(rows):
+            self._draft_with_layers(rows, budgets, num_tokens_no_spec, token_ids_cpu, drafts)
+        self.stats.record(drafts)
+        return drafts
+
+    def _draft_with_layers(self, rows, budgets, num_tokens_no_spec, token_ids_cpu, drafts):
+        """Up to BUDGETS tokens per row from the kept sublayers, one forward per token;
+        a row stops early when its draft token's probability falls below its threshold."""
         if self.inputs is None:
             self.inputs = DraftStepInputs(self.runner, [
                 self.adapter.attention_layer_name(i) for i in self.plan.kept_attention_layers()])
+        req_ids = self.runner.input_batch.req_ids
         sampling = self.runner.input_batch.sampling_metadata
         probs = None if sampling.all_greedy else torch.empty(
-            len(sampled_token_ids), self.k, self.runner.model_config.get_vocab_size(),
+            len(drafts), self.k, self.runner.model_config.get_vocab_size(),
             dtype=torch.float32, device=self.runner.device)
+        thresholds = np.array([self.controller.threshold(req_ids[r]) for r in rows])
+        drafting = rows
 
         # The last sampled token has no K/V yet: it is the first draft input.
         positions = num_tokens_no_spec[rows].astype(np.int64) - 1 - (FAULT == "kv_overwrite")
         tokens = torch.from_numpy(token_ids_cpu[rows, positions].astype(np.int64))
-        for step in range(int(budgets.max())):
-            active = budgets > step
-            if not active.all():  # rows whose budget ran out leave the batch
-                rows, budgets, positions = rows[active], budgets[active], positions[active]
-                tokens = tokens[torch.from_numpy(active)]
+        step = 0
+        while len(rows):
+            start = time.perf_counter()
             logits = self._forward(rows, positions, tokens.to(self.runner.device), step)
-            tokens, step_probs = self._sample(logits, sampling, rows)
+            tokens, step_probs, confidence = self._sample(logits, sampling, rows)
+            self.controller.costs.add_draft(len(rows), time.perf_counter() - start)
+            confident = confidence >= thresholds
             if probs is not None:
                 probs[rows, step] = step_probs
-            tokens = tokens.cpu()
-            for r, t in zip(rows.tolist(), tokens.tolist()):
+            for r, t in zip(rows[confident].tolist(),
+                            tokens[torch.from_numpy(confident)].tolist()):
                 drafts[r].append(t)
-            positions = positions + 1
+            step += 1
+            go_on = confident & (budgets > step)
+            rows, budgets, positions = rows[go_on], budgets[go_on], positions[go_on] + 1
+            thresholds, tokens = thresholds[go_on], tokens[torch.from_numpy(go_on)]
         self._last_draft_probs = probs
-        self.stats.record(drafts)
-        return drafts
+        for r in drafting.tolist():
+            self.controller.record(req_ids[r], len(drafts[r]), "model")
+
+    def _draft_from_context(self, rows, budgets, num_tokens_no_spec, token_ids_cpu, drafts):
+        """Free drafts where the request's own context continues an n-gram of its tail;
+        returns the rows left for the layers."""
+        cfg, req_ids = self.plan.draft, self.runner.input_batch.req_ids
+        left = np.ones(len(rows), dtype=bool)
+        for j, (r, budget) in enumerate(zip(rows.tolist(), budgets.tolist())):
+            found = ngram_draft(token_ids_cpu[r, :num_tokens_no_spec[r]], cfg.ngram_min,
+                                cfg.ngram_max, budget)
+            if found:
+                drafts[r], left[j] = found, False
+                self.controller.record(req_ids[r], len(found), "ngram")
+        return rows[left], budgets[left]
+
+    def _learn(self, req_ids, sampled_token_ids) -> None:
+        """Acceptance of the last drafts, and what this step's verification cost."""
+        self.controller.observe(req_ids, sampled_token_ids)
+        last = step_times(self.runner).last_forward
+        if last and last[0] and (last[1] - last[0]) <= self.k * last[0]:
+            requests, tokens, seconds = last
+            self.controller.costs.add_verify(requests, (tokens - requests) / requests, seconds)
+
+    def _draft_length(self, req_ids: list[str]) -> int:
+        n = self.controller.draft_length(req_ids)
+        if self.tp_size > 1 and self.plan.draft.cost_model:
+            # Chosen from measured times, which differ between ranks: take rank 0's,
+            # or the ranks would run different numbers of forwards and deadlock.
+            from vllm.distributed import get_tp_group
+
+            n = get_tp_group().broadcast_object(n, src=0)
+        return n
 
     def _rows_to_draft(self, sampled_token_ids, num_tokens_no_spec):
         """Rows that just sampled a token, and how many tokens each may draft."""
@@ -136,14 +190,22 @@ class SelfSpecProposer:
             return ad.logits(stream)
 
     def _sample(self, logits, sampling, rows):
+        """Draft tokens, their distributions (sampled requests) and the probability
+        each draft token had under the draft (numpy, for the confidence gate)."""
+        gated = self.plan.draft.threshold > 0 or self.plan.draft.target_acceptance is not None
         if sampling.all_greedy:
-            return logits.argmax(dim=-1), None
-        # Probabilistic drafting: sample from the draft's own distribution (with the
-        # request's temperature) and hand that distribution to the rejection sampler,
-        # which then accepts with min(1, p/q) and stays exact for sampled requests.
-        rows_t = torch.from_numpy(rows).to(logits.device)
-        row_sampling = replace(sampling, temperature=sampling.temperature[rows_t])
-        tokens, probs = compute_probs_and_sample_next_token(logits.float(), row_sampling)
-        if FAULT == "draft_probs":
-            probs = torch.full_like(probs, 1.0 / probs.shape[-1])
-        return tokens, probs
+            tokens = logits.argmax(dim=-1)
+            confidence = logits.float().softmax(dim=-1).max(dim=-1).values if gated else None
+            probs = None
+        else:
+            # Probabilistic drafting: sample from the draft's own distribution (with the
+            # request's temperature) and hand that distribution to the rejection sampler,
+            # which accepts with min(1, p/q) and stays exact for sampled requests.
+            rows_t = torch.from_numpy(rows).to(logits.device)
+            row_sampling = replace(sampling, temperature=sampling.temperature[rows_t])
+            tokens, probs = compute_probs_and_sample_next_token(logits.float(), row_sampling)
+            confidence = probs.gather(1, tokens.view(-1, 1)).view(-1) if gated else None
+            if FAULT == "draft_probs":
+                probs = torch.full_like(probs, 1.0 / probs.shape[-1])
+        confidence = np.ones(len(rows)) if confidence is None else confidence.cpu().numpy()
+        return tokens.cpu(), probs, confidence

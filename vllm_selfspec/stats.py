@@ -42,9 +42,12 @@ class StepTimes:
     forward_s: float = 0.0
     sample_s: float = 0.0
     draft_s: float = 0.0
+    # The latest execute_model: (requests, tokens scheduled, seconds), for the
+    # drafting policy's cost model.
+    last_forward: tuple[int, int, float] | None = None
 
     @contextmanager
-    def timing(self, part: str):
+    def timing(self, part: str, scheduler_output=None):
         start = time.perf_counter()
         try:
             yield
@@ -52,13 +55,18 @@ class StepTimes:
             elapsed = time.perf_counter() - start
             if part == "forward":
                 self.steps += 1
+                if scheduler_output is not None:
+                    self.last_forward = (len(scheduler_output.num_scheduled_tokens),
+                                         scheduler_output.total_num_scheduled_tokens, elapsed)
             setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
 
     def reset(self) -> None:
         self.__init__()
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        del d["last_forward"]
+        return d
 
 
 def step_times(runner) -> StepTimes:

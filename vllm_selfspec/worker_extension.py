@@ -31,6 +31,7 @@ class SelfSpecWorkerExtension:
         stats = {"steps": step_times(self.model_runner).as_dict()}
         if hasattr(drafter, "stats"):
             stats["draft"] = drafter.stats.as_dict()
+            stats["policy"] = drafter.controller.stats()
         return stats
 
     def selfspec_reset_stats(self) -> None:

@@ -1,0 +1,159 @@
+"""The proposer's drafting policy, with its state: per-request acceptance and
+thresholds, and what steps cost on this machine.
+
+Each step the controller learns how many of the last drafts each request accepted,
+picks a draft length for the batch (zero allowed: then the step is a plain decode
+step) and hands out per-request confidence thresholds. The decisions rest on values
+that are the same on every tensor-parallel rank, except the measured step times:
+the length chosen from them is taken from rank 0 (see `DraftController.draft_length`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vllm_selfspec.plan import DraftConfig
+from vllm_selfspec.policy import DraftAndVerifyThreshold, StepCosts, best_draft_length
+
+PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
+DECAY = 0.9  # weight of older verifications in a request's acceptance estimate
+PROBE_EVERY = 8  # plain decode steps before drafting one token again, to re-measure
+
+
+@dataclass
+class RequestState:
+    threshold: DraftAndVerifyThreshold
+    accepted: float = 0.0  # decayed counts of accepted drafts ...
+    trials: float = 0.0  # ... and of drafts that had the chance to be accepted
+    last_drafted: int = 0
+    last_source: str = ""
+
+    @property
+    def acceptance(self) -> float:
+        """Per-token acceptance estimate, shrunk towards a prior while data is thin."""
+        return (self.accepted + PRIOR_ACCEPTANCE * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
+
+    def observe(self, accepted: int, drafted: int) -> None:
+        # Drafts are accepted in order until the first rejection: `accepted` successes
+        # and, if one was rejected, one failure.
+        self.accepted = DECAY * self.accepted + accepted
+        self.trials = DECAY * self.trials + accepted + (accepted < drafted)
+
+
+@dataclass
+class DecayingFit:
+    """Least-squares line y = a + b*x over exponentially decaying observations."""
+
+    decay: float = 0.95
+    w: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def add(self, x: float, y: float) -> None:
+        d = self.decay
+        self.w, self.sx, self.sy = d * self.w + 1, d * self.sx + x, d * self.sy + y
+        self.sxx, self.sxy = d * self.sxx + x * x, d * self.sxy + x * y
+
+    def line(self) -> tuple[float, float] | None:
+        """(a, b), or None before any observation; b is None without spread in x."""
+        if not self.w:
+            return None
+        mx, my = self.sx / self.w, self.sy / self.w
+        var = self.sxx / self.w - mx * mx
+        if var < 1e-6:
+            return my, None
+        b = (self.sxy / self.w - mx * my) / var
+        return my - b * mx, b
+
+
+@dataclass
+class CostTracker:
+    """Measured step times by batch size: a draft forward, and a target forward that
+    verifies n drafts per request (n = 0: a plain decode step), fitted as a + b*n."""
+
+    k: int
+    draft_share: float  # draft forward / decode forward, assumed until measured
+    draft: dict[int, DecayingFit] = field(default_factory=dict)
+    verify: dict[int, DecayingFit] = field(default_factory=dict)
+
+    def add_draft(self, batch: int, seconds: float) -> None:
+        self.draft.setdefault(batch, DecayingFit()).add(0.0, seconds)
+
+    def add_verify(self, batch: int, drafts_per_request: float, seconds: float) -> None:
+        self.verify.setdefault(batch, DecayingFit()).add(drafts_per_request, seconds)
+
+    def costs(self, batch: int) -> StepCosts | None:
+        known = [b for b, fit in self.verify.items() if fit.line()]
+        if not known:
+            return None
+        a, b = self.verify[min(known, key=lambda x: abs(x - batch))].line()
+        a = max(a, 1e-6)
+        if b is None:  # only one draft length seen so far: assume 10% a token
+            b = 0.1 * a
+        draft = self.draft.get(batch)
+        draft_s = draft.line()[0] if draft and draft.line() else a * self.draft_share
+        return StepCosts(draft=draft_s, verify=tuple(a + max(b, 0.0) * n
+                                                     for n in range(self.k + 1)))
+
+
+class DraftController:
+    def __init__(self, config: DraftConfig, k: int, draft_share: float):
+        self.config = config
+        self.k = k
+        self.costs = CostTracker(k=k, draft_share=draft_share)
+        self.requests: dict[str, RequestState] = {}
+        self.idle_steps = 0
+        self.source_drafted = {"model": 0, "ngram": 0}
+        self.source_accepted = {"model": 0, "ngram": 0}
+
+    def state(self, req_id: str) -> RequestState:
+        if req_id not in self.requests:
+            self.requests[req_id] = RequestState(DraftAndVerifyThreshold(
+                threshold=self.config.threshold, target=self.config.target_acceptance or 0.0))
+        return self.requests[req_id]
+
+    def observe(self, req_ids: list[str], sampled: list[list[int]]) -> None:
+        """Acceptance of each request's last drafts: all but the bonus token of what
+        this step sampled for it. Drops state of requests no longer in the batch."""
+        for req_id, tokens in zip(req_ids, sampled):
+            st = self.requests.get(req_id)
+            if st is None or not st.last_drafted or not tokens:
+                continue
+            accepted = min(len(tokens) - 1, st.last_drafted)
+            st.observe(accepted, st.last_drafted)
+            if self.config.target_acceptance is not None:
+                st.threshold.update(accepted, st.last_drafted)
+            self.source_drafted[st.last_source] += st.last_drafted
+            self.source_accepted[st.last_source] += accepted
+            st.last_drafted = 0
+        if len(self.requests) > 2 * len(req_ids) + 64:
+            live = set(req_ids)
+            self.requests = {r: s for r, s in self.requests.items() if r in live}
+
+    def draft_length(self, req_ids: list[str]) -> int:
+        """The most drafts per request this step (rank 0's choice under TP)."""
+        if not self.config.cost_model or not req_ids:
+            return self.k
+        costs = self.costs.costs(len(req_ids))
+        if costs is None:  # nothing measured yet
+            return self.k
+        n = best_draft_length([self.state(r).acceptance for r in req_ids], costs, self.k)
+        if n == 0:
+            self.idle_steps += 1
+            if self.idle_steps >= PROBE_EVERY:
+                self.idle_steps, n = 0, 1
+        else:
+            self.idle_steps = 0
+        return n
+
+    def threshold(self, req_id: str) -> float:
+        return self.state(req_id).threshold.threshold
+
+    def record(self, req_id: str, drafted: int, source: str) -> None:
+        st = self.state(req_id)
+        st.last_drafted, st.last_source = drafted, source
+
+    def stats(self) -> dict:
+        return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted)}
