@@ -108,12 +108,13 @@ def propose_draft_token_ids(original, runner, *args, **kwargs):
     return drafts
 
 
-def execute_model(original, runner, *args, **kwargs):
-    # Timing only (stats.StepTimes): the step-time split of `vllm-selfspec bench`.
+def execute_model(original, runner, scheduler_output, *args, **kwargs):
+    # Timing only (stats.StepTimes): the step-time split of `vllm-selfspec bench`, and
+    # the verification costs the drafting policy weighs.
     from vllm_selfspec.stats import step_times
 
-    with step_times(runner).timing("forward"):
-        return original(runner, *args, **kwargs)
+    with step_times(runner).timing("forward", scheduler_output):
+        return original(runner, scheduler_output, *args, **kwargs)
 
 
 def sample_tokens(original, runner, *args, **kwargs):
@@ -146,6 +147,19 @@ def apply_sampling_constraints(original, logits, cu_num_draft_tokens, sampling_m
     return original(logits, cu_num_draft_tokens, sampling_metadata)
 
 
+def ray_accelerator_ids(original, context):
+    # vLLM's Ray workers look their devices up with the platform's resource key in
+    # Ray's accelerator ids, which only list accelerator resources (GPU, TPU, ...),
+    # never a custom resource such as cpu_ray's `vllm_cpu`: a CPU worker has no device
+    # ids, so list the key with none. (A Ray hook, not a vLLM one: the cpu_ray platform
+    # applies it while vLLM resolves its platform, when vLLM cannot be imported yet.)
+    from vllm_selfspec.cpu_ray import RAY_RESOURCE
+
+    ids = original(context)
+    ids.setdefault(RAY_RESOURCE, [])
+    return ids
+
+
 def hooks() -> list[Hook]:
     from vllm.config import VllmConfig
     from vllm.engine.arg_utils import EngineArgs
@@ -169,5 +183,16 @@ def hooks() -> list[Hook]:
     ]
 
 
+def ray_cpu_hooks() -> list[Hook]:
+    from ray.runtime_context import RuntimeContext
+
+    return [Hook(RuntimeContext, "get_accelerator_ids", ray_accelerator_ids,
+                 "Ray workers on the opt-in CPU platform (cpu_ray)")]
+
+
 def apply_all() -> int:
     return sum(hook.apply() for hook in hooks())
+
+
+def apply_ray_cpu() -> int:
+    return sum(hook.apply() for hook in ray_cpu_hooks())
