@@ -37,9 +37,10 @@ def test_a_corrupted_method_is_flagged(model_path, tmp_path, monkeypatch, capsys
     # Draft K/V overwrite the last verified token's (test-only fault): greedy text changes.
     monkeypatch.setenv("VLLM_SELFSPEC_FAULT", "kv_overwrite")
     out = tmp_path / "bench"
-    code = main(["bench", *COMMON, "--methods", "vanilla,selfspec", "--batch-sizes", "1",
+    # Fixed-k drafting: the default policy may turn drafting off and hide the fault.
+    code = main(["bench", *COMMON, "--methods", "vanilla,selfspec_fixed", "--batch-sizes", "1",
                  "--out", str(out)])
     assert code == 3
     assert "CORRECTNESS FAILURE" in capsys.readouterr().err
     failures = json.loads((out / "results.json").read_text())["summary"]["correctness"]["failures"]
-    assert failures and failures[0].startswith("selfspec at batch 1")
+    assert failures and failures[0].startswith("selfspec_fixed at batch 1")

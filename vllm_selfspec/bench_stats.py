@@ -74,6 +74,13 @@ def step_split_ms(steps: dict) -> dict[str, float]:
 
 
 def minus(after: dict, before: dict) -> dict:
-    """Counter dicts (possibly nested) accumulated between two readings."""
-    return {k: minus(v, before.get(k, {})) if isinstance(v, dict) else v - before.get(k, 0)
-            for k, v in after.items()}
+    """Counter dicts (possibly nested) accumulated between two readings; values that
+    are not counters (the cost model's current estimates) are kept as read after."""
+    def diff(v, b):
+        if isinstance(v, dict):
+            return minus(v, b if isinstance(b, dict) else {})
+        if isinstance(v, (int, float)) and isinstance(b, (int, float)):
+            return v - b
+        return v
+
+    return {k: diff(v, before.get(k, 0)) for k, v in after.items()}

@@ -39,6 +39,12 @@ def _bench(args) -> int:
     return main_from_args(args)
 
 
+def _tune(args) -> int:
+    from vllm_selfspec.tune import main_from_args
+
+    return main_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-selfspec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "draft_model")
     add_arguments(bench)
     bench.set_defaults(func=_bench)
+
+    from vllm_selfspec.tune import add_arguments as add_tune_arguments
+
+    tune = sub.add_parser("tune", help="search the skip plan with the best predicted speedup")
+    add_tune_arguments(tune)
+    tune.set_defaults(func=_tune)
     return parser
 
 
@@ -86,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     from vllm_selfspec.models import ModelFetchError
     from vllm_selfspec.plan import PlanError
     from vllm_selfspec.prompts import PromptFileError
+    from vllm_selfspec.tune import TuneError
 
     try:
         return args.func(args) or 0
-    except (ModelFetchError, PlanError, PromptFileError, BenchError) as e:
+    except (ModelFetchError, PlanError, PromptFileError, BenchError, TuneError) as e:
         print(f"vllm-selfspec: error: {e}", file=sys.stderr)
         return 1
 

@@ -98,6 +98,18 @@ class CostTracker:
                                                      for n in range(self.k + 1)))
 
 
+    def summary(self) -> dict[int, dict]:
+        """Per batch size: verification seconds as [a, b] (a + b * drafts per request)
+        and the draft forward's seconds, as measured so far."""
+        out = {}
+        for batch, fit in self.verify.items():
+            line = fit.line()
+            draft = self.draft.get(batch)
+            out[batch] = {"verify": list(line) if line else None,
+                          "draft_s": draft.line()[0] if draft and draft.line() else None}
+        return out
+
+
 class DraftController:
     def __init__(self, config: DraftConfig, k: int, draft_share: float):
         self.config = config
@@ -156,4 +168,5 @@ class DraftController:
         st.last_drafted, st.last_source = drafted, source
 
     def stats(self) -> dict:
-        return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted)}
+        return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted),
+                "costs": self.costs.summary()}

@@ -103,7 +103,9 @@ class SelfSpecProposer:
             start = time.perf_counter()
             logits = self._forward(rows, positions, tokens.to(self.runner.device), step)
             tokens, step_probs, confidence = self._sample(logits, sampling, rows)
-            self.controller.costs.add_draft(len(rows), time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self.controller.costs.add_draft(len(rows), elapsed)
+            self.stats.record_forward(elapsed)
             confident = confidence >= thresholds
             if probs is not None:
                 probs[rows, step] = step_probs

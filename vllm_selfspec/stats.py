@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 class DraftStats:
     calls: int = 0  # propose() calls that drafted for at least one request
     draft_tokens: int = 0
-    draft_forwards: int = 0  # draft-model forward passes (steps), all requests at once
+    draft_forwards: int = 0  # forward passes of the kept sublayers, all requests at once
+    draft_forward_s: float = 0.0  # their wall time (the rest of drafting is bookkeeping)
     # requests whose draft length was cut because their KV blocks ended (0 when the
     # scheduler's look-ahead reservation works)
     clipped_by_allocation: int = 0
@@ -19,7 +20,10 @@ class DraftStats:
     def record(self, drafts: list[list[int]]) -> None:
         self.calls += 1
         self.draft_tokens += sum(len(d) for d in drafts)
-        self.draft_forwards += max(len(d) for d in drafts)
+
+    def record_forward(self, seconds: float) -> None:
+        self.draft_forwards += 1
+        self.draft_forward_s += seconds
 
     def reset(self) -> None:
         self.__init__()
@@ -42,6 +46,9 @@ class StepTimes:
     forward_s: float = 0.0
     sample_s: float = 0.0
     draft_s: float = 0.0
+    # Forwards that only decode (one token per request: no drafts, no prefill).
+    decode_steps: int = 0
+    decode_s: float = 0.0
     # The latest execute_model: (requests, tokens scheduled, seconds), for the
     # drafting policy's cost model.
     last_forward: tuple[int, int, float] | None = None
@@ -56,8 +63,12 @@ class StepTimes:
             if part == "forward":
                 self.steps += 1
                 if scheduler_output is not None:
-                    self.last_forward = (len(scheduler_output.num_scheduled_tokens),
-                                         scheduler_output.total_num_scheduled_tokens, elapsed)
+                    requests = len(scheduler_output.num_scheduled_tokens)
+                    tokens = scheduler_output.total_num_scheduled_tokens
+                    self.last_forward = (requests, tokens, elapsed)
+                    if requests and tokens == requests:
+                        self.decode_steps += 1
+                        self.decode_s += elapsed
             setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
 
     def reset(self) -> None:

@@ -1,0 +1,120 @@
+"""What a plan is worth: the proposer's drafting policy replayed over a trace.
+
+A trace holds, for each position of a continuation the full model produced, whether
+the draft's top token equals the full model's (`match`), how sure the draft was
+(`confidence`), and the n-gram drafts the context offered (`ngram`). `simulate` walks
+it the way the proposer drafts (draft length k, confidence gate with the Draft & Verify
+threshold update, n-gram drafts first) and counts tokens, steps and forwards; with a
+cost model in units of one full decode step, tokens per unit of cost is the predicted
+speedup over vanilla decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vllm_selfspec.plan import DraftConfig
+from vllm_selfspec.policy import DraftAndVerifyThreshold
+
+
+@dataclass(frozen=True)
+class Trace:
+    match: np.ndarray  # bool [M]: draft top-1 == full model's next token at position j
+    confidence: np.ndarray  # float [M]: the draft's probability of its top-1 token
+    ngram: list[list[bool]] = field(default_factory=list)  # per j: matches of its n-gram draft
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Costs in units of one full decode step: a draft forward, and a verification
+    step with n drafts (verify[0] = 1, a plain decode step)."""
+
+    draft: float
+    verify: tuple[float, ...]
+
+
+@dataclass
+class Walk:
+    tokens: int = 0
+    steps: int = 0
+    draft_steps: int = 0  # steps that verified at least one draft
+    drafted: int = 0
+    accepted: int = 0
+    forwards: int = 0
+    cost: float = 0.0
+
+    @property
+    def speedup(self) -> float:
+        return self.tokens / self.cost if self.cost else 0.0
+
+    @property
+    def acceptance_length(self) -> float:
+        """vLLM's mean acceptance length: 1 + accepted drafts per step that had drafts."""
+        return 1 + self.accepted / self.draft_steps if self.draft_steps else 1.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def add(self, other: Walk) -> None:
+        for f in ("tokens", "steps", "draft_steps", "drafted", "accepted", "forwards", "cost"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+def _accepted(matches) -> int:
+    n = 0
+    for m in matches:
+        if not m:
+            break
+        n += 1
+    return n
+
+
+def simulate(trace: Trace, k: int, costs: Costs, policy: DraftConfig) -> Walk:
+    """Replay drafting over one trace of M tokens, as vLLM generates them: the first
+    comes from the prefill (not counted); then each step drafts for what follows the
+    tokens so far, never more than the request still needs (M - j - 1 after j).
+
+    >>> t = Trace(np.array([1, 0, 1, 1, 0, 1], bool), np.ones(6))
+    >>> fixed = DraftConfig(threshold=0, target_acceptance=None, hybrid=False)
+    >>> w = simulate(t, 2, Costs(0.5, (1.0, 1.1, 1.2)), fixed)
+    >>> (w.tokens, w.steps, w.accepted, w.drafted)  # 1 token, then 3, then the last
+    (5, 3, 2, 4)
+    >>> round(w.cost, 2)  # 4 draft forwards, verifications of 2, 2 and 0 drafts
+    5.4
+    """
+    walk = Walk()
+    gate = DraftAndVerifyThreshold(threshold=policy.threshold,
+                                   target=policy.target_acceptance or 0.0)
+    m = len(trace.match)
+    j = 1
+    while j < m:
+        budget = min(k, m - j - 1)
+        ngram = trace.ngram[j] if policy.hybrid and trace.ngram else []
+        if ngram and budget:
+            drafted, forwards = min(len(ngram), budget), 0
+            accepted = _accepted(ngram[:drafted])
+        else:
+            drafted = forwards = 0
+            while drafted < budget:
+                forwards += 1  # a forward is paid even for the token the gate drops
+                if trace.confidence[j + drafted] < gate.threshold:
+                    break
+                drafted += 1
+            accepted = _accepted(trace.match[j:j + drafted])
+            if policy.target_acceptance is not None:
+                gate.update(accepted, drafted)
+        walk.add(Walk(tokens=accepted + 1, steps=1, draft_steps=int(drafted > 0),
+                      drafted=drafted, accepted=accepted, forwards=forwards,
+                      cost=forwards * costs.draft + costs.verify[drafted]))
+        j += accepted + 1
+    return walk
+
+
+def simulate_all(traces: list[Trace], k: int, costs: Costs, policy: DraftConfig) -> Walk:
+    total = Walk()
+    for trace in traces:
+        total.add(simulate(trace, k, costs, policy))
+    return total
