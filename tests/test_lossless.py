@@ -43,3 +43,39 @@ def test_greedy_identity(llm, vanilla, kind):
     # Identity must come from verified drafts, not from drafting nothing.
     assert counts.drafts > 0 and 0 < counts.accepted < counts.draft_tokens, counts
     assert draft_stats(llm)["clipped_by_allocation"] == 0
+
+
+FIXED_K = {"threshold": 0.0, "target_acceptance": None, "cost_model": False, "hybrid": False}
+GATED_ONLY = {"hybrid": False, "cost_model": False}
+
+
+@pytest.mark.parametrize("policy", ["fixed_k", "gated_only"])
+def test_greedy_identity_for_each_policy(llm, vanilla, policy):
+    draft = FIXED_K if policy == "fixed_k" else GATED_ONLY
+    set_plan(llm, parse_plan({**PLANS["draft_and_verify"], "draft": draft}, policy))
+    batched = generate_all(llm, vanilla["prompts"], greedy(ALL_TOKENS))
+    assert batched == vanilla["all"], f"{policy}: " + first_difference(batched, vanilla["all"])
+    each = generate_each(llm, vanilla["prompts"][:8], greedy(EACH_TOKENS))
+    assert each == vanilla["each"][:8], f"{policy}, batch 1: " + first_difference(
+        each, vanilla["each"][:8])
+
+
+def test_drafts_that_are_always_rejected_turn_drafting_off(llm, vanilla):
+    # Exit after the first layer: drafts are (nearly) always wrong. The cost model must
+    # stop paying for them (only occasional one-token probes), unlike fixed-k drafting.
+    useless = {"num_hidden_layers": 30, "exit_layer": 1}
+    prompt, tokens = vanilla["prompts"][25], 96
+
+    def drafts(draft):
+        set_plan(llm, parse_plan({**useless, "draft": draft}, "useless"))
+        before = read_spec_counts(llm.get_metrics())
+        out = generate_each(llm, [prompt], greedy(tokens, ignore_eos=True))[0]
+        return read_spec_counts(llm.get_metrics()).minus(before), len(out)
+
+    fixed, n = drafts(FIXED_K)
+    adaptive, _ = drafts({"hybrid": False})
+    assert fixed.accepted <= fixed.draft_tokens / 4, fixed  # the premise: drafts fail
+    assert fixed.drafts >= n - fixed.accepted - 3, fixed  # fixed k drafts every step
+    # A few steps to learn the drafts fail, then one-token probes every few steps.
+    assert adaptive.drafts <= n / 3 and adaptive.draft_tokens <= fixed.draft_tokens / 6, \
+        (adaptive, fixed)
