@@ -24,21 +24,20 @@ from vllm_selfspec.config import WORKER_EXTENSION
 from vllm_selfspec.cost import WeightCounts, kept_share
 from vllm_selfspec.engine import local_defaults, reset_runner_stats, runner_stats, selfspec_kwargs
 from vllm_selfspec.models import resolve_model
-from vllm_selfspec.plan import SkipPlan
+from vllm_selfspec.plan import FIXED_K, SkipPlan, draft_overrides
 from vllm_selfspec.prompts import load_prompts, render
 
-FIXED_K = {"threshold": 0.0, "target_acceptance": None, "cost_model": False, "hybrid": False}
 
 
 def plans(n: int) -> dict[str, SkipPlan]:
     """Plans of each kind over N layers, from light to heavy skipping."""
     mid = range(n // 4, n - 2)
     return {
-        "attention-only (12 attn)": SkipPlan(n, attention_skip=tuple(list(mid)[::2][:12])),
-        "mlp-only (8 mlp)": SkipPlan(n, mlp_skip=tuple(list(mid)[::2][:8])),
-        "mixed (8 attn, 8 mlp)": SkipPlan(n, attention_skip=tuple(list(mid)[:8]),
+        "attention-only": SkipPlan(n, attention_skip=tuple(list(mid)[::2][:12])),
+        "mlp-only": SkipPlan(n, mlp_skip=tuple(list(mid)[::2][:8])),
+        "mixed": SkipPlan(n, attention_skip=tuple(list(mid)[:8]),
                                           mlp_skip=tuple(list(mid)[1::2][:8])),
-        "early exit (2/3 of layers)": SkipPlan(n, exit_layer=2 * n // 3),
+        "early exit": SkipPlan(n, exit_layer=2 * n // 3),
     }
 
 
@@ -128,7 +127,7 @@ def _with_plan(k: int, plan: SkipPlan) -> dict:
     yaml.safe_dump({key: d[key] for key in ("num_hidden_layers", "attention_skip",
                                             "mlp_skip", "exit_layer")}, f)
     f.close()
-    return selfspec_kwargs(k, f.name, FIXED_K)
+    return selfspec_kwargs(k, f.name, draft_overrides(FIXED_K))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,8 @@
 """`vllm-selfspec bench` end to end on smollm2-135m with a few prompts."""
 
 import json
-import os
 
 import jsonschema
-import pytest
 
 from vllm_selfspec.bench_report import SCHEMA
 from vllm_selfspec.cli import main

@@ -10,7 +10,7 @@ from helpers import (ALL_TOKENS, EACH_TOKENS, K, PLANS, first_difference, genera
                      generate_each, greedy, prefixes, running_llm)
 
 from vllm_selfspec.engine import draft_stats, selfspec_kwargs, set_plan
-from vllm_selfspec.plan import parse_plan
+from vllm_selfspec.plan import FIXED_K, draft_overrides, parse_plan
 from vllm_selfspec.spec_metrics import read_spec_counts
 
 
@@ -45,13 +45,12 @@ def test_greedy_identity(llm, vanilla, kind):
     assert draft_stats(llm)["clipped_by_allocation"] == 0
 
 
-FIXED_K = {"threshold": 0.0, "target_acceptance": None, "cost_model": False, "hybrid": False}
 GATED_ONLY = {"hybrid": False, "cost_model": False}
 
 
 @pytest.mark.parametrize("policy", ["fixed_k", "gated_only"])
 def test_greedy_identity_for_each_policy(llm, vanilla, policy):
-    draft = FIXED_K if policy == "fixed_k" else GATED_ONLY
+    draft = draft_overrides(FIXED_K) if policy == "fixed_k" else GATED_ONLY
     set_plan(llm, parse_plan({**PLANS["draft_and_verify"], "draft": draft}, policy))
     batched = generate_all(llm, vanilla["prompts"], greedy(ALL_TOKENS))
     assert batched == vanilla["all"], f"{policy}: " + first_difference(batched, vanilla["all"])
@@ -72,7 +71,7 @@ def test_drafts_that_are_always_rejected_turn_drafting_off(llm, vanilla):
         out = generate_each(llm, [prompt], greedy(tokens, ignore_eos=True))[0]
         return read_spec_counts(llm.get_metrics()).minus(before), len(out)
 
-    fixed, n = drafts(FIXED_K)
+    fixed, n = drafts(draft_overrides(FIXED_K))
     adaptive, _ = drafts({"hybrid": False})
     assert fixed.accepted <= fixed.draft_tokens / 4, fixed  # the premise: drafts fail
     assert fixed.drafts >= n - fixed.accepted - 3, fixed  # fixed k drafts every step

@@ -81,8 +81,8 @@ def monkeypatch_module():
 
 
 def _complete(url: str, prompts: list[str], max_tokens: int) -> list[list[int]]:
-    body = {"model": _models_name(url), "prompt": prompts, "max_tokens": max_tokens, "temperature": 0.0,
-            "return_token_ids": True}
+    body = {"model": _models_name(url), "prompt": prompts, "max_tokens": max_tokens,
+            "temperature": 0.0, "return_token_ids": True}
     request = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=600) as r:

@@ -9,9 +9,9 @@ import pytest
 from vllm_selfspec import search
 from vllm_selfspec.machine_costs import _line
 from vllm_selfspec.objective import Costs, Trace, simulate
-from vllm_selfspec.plan import DraftConfig, SkipPlan
+from vllm_selfspec.plan import FIXED_K, DraftConfig, SkipPlan
 
-FIXED = DraftConfig(threshold=0.0, target_acceptance=None, cost_model=False, hybrid=False)
+FIXED = FIXED_K
 COSTS = Costs(draft=0.5, verify=(1.0, 1.1, 1.2, 1.3, 1.4))
 
 
@@ -71,7 +71,7 @@ def test_bayesian_improves_on_no_skip_and_is_deterministic():
         return search.bayesian(6, counted, deadline, progress=lambda m: None, seed=3,
                                candidates=64), evals
 
-    (a, evals_a), (b, evals_b) = run(), run()
+    (a, evals_a), (_, evals_b) = run(), run()
     assert a.score > 1.0
     # Same seed, same proposals (the deadline only decides how many were made).
     n = min(len(evals_a), len(evals_b))

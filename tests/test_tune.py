@@ -7,9 +7,9 @@ import pytest
 from helpers import K, first_difference, generate_all, generate_each, greedy, prefixes, running_llm
 
 from vllm_selfspec.engine import selfspec_kwargs
-from vllm_selfspec.plan import load_plan
+from vllm_selfspec.plan import FIXED_K, draft_overrides, load_plan
 from vllm_selfspec.spec_metrics import read_spec_counts
-from vllm_selfspec.tune import FIXED_K, TuneConfig, TuneError, run_tune
+from vllm_selfspec.tune import TuneConfig, TuneError, run_tune
 
 NEW_TOKENS = 24
 # Code and news: indices into the evaluation prompts (conftest's `vanilla`).
@@ -35,9 +35,7 @@ def tuned(model_path, vanilla, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(model_path, tuned):
-    fixed = {f: getattr(FIXED_K, f) for f in ("threshold", "target_acceptance",
-                                              "cost_model", "hybrid")}
-    with running_llm(model_path, **selfspec_kwargs(K, tuned.out, fixed)) as llm:
+    with running_llm(model_path, **selfspec_kwargs(K, tuned.out, draft_overrides(FIXED_K))) as llm:
         yield llm
 
 

@@ -20,6 +20,7 @@ from vllm_selfspec.bench_stats import minus
 from vllm_selfspec.config import WORKER_EXTENSION
 from vllm_selfspec.engine import local_defaults, runner_stats, selfspec_kwargs
 from vllm_selfspec.models import resolve_model
+from vllm_selfspec.plan import FIXED_K, draft_overrides
 from vllm_selfspec.prompts import load_prompts, render
 from vllm_selfspec.spec_metrics import read_spec_counts
 
@@ -29,8 +30,7 @@ DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
 # `selfspec` is the default (gated, n-gram hybrid, cost model).
 POLICIES = {
     "selfspec": None,
-    "selfspec_fixed": {"threshold": 0.0, "target_acceptance": None, "cost_model": False,
-                       "hybrid": False},
+    "selfspec_fixed": draft_overrides(FIXED_K),
     "selfspec_gated": {"hybrid": False},
 }
 # The draft model a user would pick for each benchmark model (same tokenizer family).

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from vllm_selfspec.objective import Costs
-from vllm_selfspec.plan import SkipPlan
+from vllm_selfspec.plan import FIXED_K, SkipPlan, draft_overrides
 
 
 @dataclass(frozen=True)
@@ -147,11 +147,9 @@ def measure_engine(model_path: str, prompts: list[str], k: int, dtype: str,
     hf_layers = _num_layers(model_path)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump({"num_hidden_layers": hf_layers}, f)  # nothing skipped
-    fixed_k = {"threshold": 0.0, "target_acceptance": None, "cost_model": False,
-               "hybrid": False}
     llm = LLM(model=model_path, dtype=dtype, max_model_len=4096, seed=0, max_num_seqs=1,
               worker_extension_cls=WORKER_EXTENSION, **local_defaults(1.0),
-              **selfspec_kwargs(k, f.name, fixed_k))
+              **selfspec_kwargs(k, f.name, draft_overrides(FIXED_K)))
     try:
         # Batch 1; near each request's end the drafts get shorter, down to none, which
         # spreads the verification sizes the fit needs.

@@ -61,6 +61,15 @@ class DraftConfig:
     ngram_max: int = 4
 
 
+# Drafting k tokens every step: no gate, no threshold update, no cost model, no n-grams.
+FIXED_K = DraftConfig(threshold=0.0, target_acceptance=None, cost_model=False, hybrid=False)
+
+
+def draft_overrides(draft: DraftConfig) -> dict[str, Any]:
+    """DRAFT as the `draft` settings of additional_config's `selfspec` options."""
+    return asdict(draft)
+
+
 @dataclass(frozen=True)
 class SkipPlan:
     num_hidden_layers: int

@@ -21,12 +21,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from vllm_selfspec.objective import Walk, simulate_all
-from vllm_selfspec.plan import DraftConfig, SkipPlan, load_plan
+from vllm_selfspec.plan import FIXED_K, DraftConfig, SkipPlan, load_plan
 from vllm_selfspec.prompts import PromptFileError, load_prompts, render
 
 SEARCHES = ("greedy", "bayesian")
-# The proposer drafting k tokens every step: no gate, no n-gram drafts, no cost model.
-FIXED_K = DraftConfig(threshold=0.0, target_acceptance=None, cost_model=False, hybrid=False)
 
 
 class TuneError(ValueError):
@@ -203,8 +201,8 @@ def measure_in_vllm(cfg: TuneConfig, model_path: str, plan: SkipPlan) -> SkipPla
     bench = BenchConfig(model=cfg.model, prompts=cfg.prompts, out=str(out) + "-bench",
                         methods=["vanilla", "selfspec"], plan=str(cfg.out),
                         num_prompts=cfg.num_prompts, max_tokens=cfg.new_tokens,
-                        batch_sizes=[1], repeats=1, num_speculative_tokens=cfg.num_speculative_tokens,
-                        dtype=cfg.serve_dtype)
+                        batch_sizes=[1], repeats=1,
+                        num_speculative_tokens=cfg.num_speculative_tokens, dtype=cfg.serve_dtype)
     log("measuring the plan in vLLM (vanilla, then [self]), batch 1")
     results = run_bench(bench)
     row = next(r for r in results["summary"]["rows"] if r["method"] == "selfspec")
