@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from vllm_selfspec.objective import Walk, simulate_all
@@ -212,8 +212,7 @@ def measure_in_vllm(cfg: TuneConfig, model_path: str, plan: SkipPlan) -> SkipPla
     predicted = plan.provenance["predicted"]["speedup"]
     measured["prediction_error"] = round(predicted / measured["speedup"] - 1, 3)
     provenance = dict(plan.provenance, measured_in_vllm=measured)
-    plan = SkipPlan(plan.num_hidden_layers, plan.attention_skip, plan.mlp_skip,
-                    match=plan.match, provenance=provenance, source=plan.source)
+    plan = replace(plan, provenance=provenance)
     write_plan(plan, Path(cfg.out))
     log(f"measured in vLLM: {json.dumps(measured)}")
     return load_plan(cfg.out)
