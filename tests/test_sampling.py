@@ -15,6 +15,7 @@ from helpers import K, PLANS, running_llm
 from scipy.stats import chi2_contingency
 
 from vllm_selfspec.engine import selfspec_kwargs
+from vllm_selfspec.plan import FIXED_K, draft_overrides
 from vllm_selfspec.spec_metrics import read_spec_counts
 
 ALPHA = 1e-3
@@ -53,7 +54,10 @@ def test_homogeneity_p_value_detects_a_shift():
 def selfspec_samples(model_path, plan_file, seed_offset, fault=""):
     os.environ["VLLM_SELFSPEC_FAULT"] = fault  # read by the engine's worker process
     try:
-        with running_llm(model_path, **selfspec_kwargs(K, plan_file)) as llm:
+        # Fixed-length drafting: the default policy's cost model may rightly stop drafting
+        # with this plan, and then the rejection sampler would hardly be exercised.
+        draft = draft_overrides(FIXED_K)
+        with running_llm(model_path, **selfspec_kwargs(K, plan_file, draft)) as llm:
             return sample(llm, seed_offset), read_spec_counts(llm.get_metrics())
     finally:
         del os.environ["VLLM_SELFSPEC_FAULT"]
