@@ -21,12 +21,11 @@ from vllm import SamplingParams
 
 from vllm_selfspec.bench import kv_capacity_tokens, machine
 from vllm_selfspec.config import WORKER_EXTENSION
-from vllm_selfspec.cost import WeightCounts, kept_share
+from vllm_selfspec.cost import kept_share, weight_counts_from_config
 from vllm_selfspec.engine import local_defaults, reset_runner_stats, runner_stats, selfspec_kwargs
 from vllm_selfspec.models import resolve_model
 from vllm_selfspec.plan import FIXED_K, SkipPlan, draft_overrides
 from vllm_selfspec.prompts import load_prompts, render
-
 
 
 def plans(n: int) -> dict[str, SkipPlan]:
@@ -36,18 +35,9 @@ def plans(n: int) -> dict[str, SkipPlan]:
         "attention-only": SkipPlan(n, attention_skip=tuple(list(mid)[::2][:12])),
         "mlp-only": SkipPlan(n, mlp_skip=tuple(list(mid)[::2][:8])),
         "mixed": SkipPlan(n, attention_skip=tuple(list(mid)[:8]),
-                                          mlp_skip=tuple(list(mid)[1::2][:8])),
+                          mlp_skip=tuple(list(mid)[1::2][:8])),
         "early exit": SkipPlan(n, exit_layer=2 * n // 3),
     }
-
-
-def weight_counts(hf) -> WeightCounts:
-    h, inter, kv = hf.hidden_size, hf.intermediate_size, hf.num_key_value_heads
-    head_dim = h // hf.num_attention_heads
-    attn = 2 * h * h + 2 * h * kv * head_dim + h
-    mlp = 3 * h * inter + h
-    return WeightCounts((attn,) * hf.num_hidden_layers, (mlp,) * hf.num_hidden_layers,
-                        hf.vocab_size * h + h)
 
 
 def run(model: str, prompts: list[str], max_tokens: int, k: int, dtype: str, **kwargs):
@@ -83,7 +73,7 @@ def main() -> int:
     hf = AutoConfig.from_pretrained(path)
     prompts = render(load_prompts(args.prompts, args.num_prompts),
                      AutoTokenizer.from_pretrained(path))
-    counts = weight_counts(hf)
+    counts = weight_counts_from_config(hf)
     stats, kv_vanilla = run(path, prompts, args.max_tokens, args.k, args.dtype)
     decode_ms = 1e3 * stats["steps"]["decode_s"] / stats["steps"]["decode_steps"]
     rows = []

@@ -23,6 +23,20 @@ def test_kept_share_counts_head_in_both():
     assert kept_share(SkipPlan(2, exit_layer=1), w) == (40 + 20) / 100
 
 
+def test_weight_counts_from_config_match_the_modules():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+    model = LlamaForCausalLM(config)
+    numel = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    layer = model.model.layers[0]
+    w = cost.weight_counts_from_config(config)
+    assert w.attention == (numel(layer.self_attn) + numel(layer.input_layernorm),) * 2
+    assert w.mlp == (numel(layer.mlp) + numel(layer.post_attention_layernorm),) * 2
+    assert w.head == numel(model.lm_head) + numel(model.model.norm)
+
+
 def test_slots_follow_the_block_table():
     table = np.array([[5, 8, 0], [2, 3, 9]], dtype=np.int32)
     slots = draft_inputs.slots_for(table, 16, np.array([1, 0, 1]), np.array([0, 17, 40]))

@@ -102,6 +102,30 @@ def test_controller_turns_off_then_probes():
     assert c.stats()["drafted"]["model"] == 80 and c.stats()["accepted"]["model"] == 0
 
 
+def test_gated_out_forwards_turn_drafting_off():
+    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
+    c.costs.add_verify(1, 0, 0.1)
+    c.costs.add_verify(1, 4, 0.2)
+    assert c.draft_length(["a"]) > 0
+    for _ in range(10):
+        c.record("a", 0, "model")  # the gate dropped every draft: nothing to verify
+        c.observe(["a"], [[1]])
+    assert c.draft_length(["a"]) == 0
+
+
+def test_new_requests_start_from_the_pooled_acceptance():
+    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
+    fresh = c.state("first").acceptance
+    for n in range(30):
+        c.record(f"r{n}", 4, "model")
+        c.observe([f"r{n}"], [[1]])  # every request's drafts rejected
+    assert c.state("new").acceptance < 0.2 < fresh
+    for n in range(300):
+        c.record(f"s{n}", 4, "model")
+        c.observe([f"s{n}"], [[1, 2, 3, 4, 5]])  # then all accepted
+    assert c.state("newer").acceptance > 0.8
+
+
 @pytest.mark.parametrize("draft, key", [
     ({"threshold": 1.5}, "draft.threshold"),
     ({"target_acceptance": "high"}, "draft.target_acceptance"),

@@ -17,12 +17,15 @@ from vllm_selfspec.policy import DraftAndVerifyThreshold, StepCosts, best_draft_
 
 PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
 DECAY = 0.9  # weight of older verifications in a request's acceptance estimate
+POOLED_DECAY = 0.99  # the same across requests: the prior of each new request
 PROBE_EVERY = 8  # plain decode steps before drafting one token again, to re-measure
 
 
 @dataclass
 class RequestState:
     threshold: DraftAndVerifyThreshold
+    prior: float = PRIOR_ACCEPTANCE
+    decay: float = DECAY
     accepted: float = 0.0  # decayed counts of accepted drafts ...
     trials: float = 0.0  # ... and of drafts that had the chance to be accepted
     last_drafted: int = 0
@@ -31,13 +34,13 @@ class RequestState:
     @property
     def acceptance(self) -> float:
         """Per-token acceptance estimate, shrunk towards a prior while data is thin."""
-        return (self.accepted + PRIOR_ACCEPTANCE * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
+        return (self.accepted + self.prior * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
 
     def observe(self, accepted: int, drafted: int) -> None:
         # Drafts are accepted in order until the first rejection: `accepted` successes
         # and, if one was rejected, one failure.
-        self.accepted = DECAY * self.accepted + accepted
-        self.trials = DECAY * self.trials + accepted + (accepted < drafted)
+        self.accepted = self.decay * self.accepted + accepted
+        self.trials = self.decay * self.trials + accepted + (accepted < drafted)
 
 
 @dataclass
@@ -116,6 +119,9 @@ class DraftController:
         self.k = k
         self.costs = CostTracker(k=k, draft_share=draft_share)
         self.requests: dict[str, RequestState] = {}
+        # Acceptance over all requests: short requests would otherwise pay for drafts
+        # on the strength of a fixed prior before their own evidence comes in.
+        self.pooled = RequestState(DraftAndVerifyThreshold(), decay=POOLED_DECAY)
         self.idle_steps = 0
         self.source_drafted = {"model": 0, "ngram": 0}
         self.source_accepted = {"model": 0, "ngram": 0}
@@ -123,7 +129,8 @@ class DraftController:
     def state(self, req_id: str) -> RequestState:
         if req_id not in self.requests:
             self.requests[req_id] = RequestState(DraftAndVerifyThreshold(
-                threshold=self.config.threshold, target=self.config.target_acceptance or 0.0))
+                threshold=self.config.threshold, target=self.config.target_acceptance or 0.0),
+                prior=self.pooled.acceptance)
         return self.requests[req_id]
 
     def observe(self, req_ids: list[str], sampled: list[list[int]]) -> None:
@@ -135,6 +142,7 @@ class DraftController:
                 continue
             accepted = min(len(tokens) - 1, st.last_drafted)
             st.observe(accepted, st.last_drafted)
+            self.pooled.observe(accepted, st.last_drafted)
             if self.config.target_acceptance is not None:
                 st.threshold.update(accepted, st.last_drafted)
             self.source_drafted[st.last_source] += st.last_drafted
@@ -166,6 +174,12 @@ class DraftController:
     def record(self, req_id: str, drafted: int, source: str) -> None:
         st = self.state(req_id)
         st.last_drafted, st.last_source = drafted, source
+        if not drafted:
+            # The gate dropped the first draft token: a forward paid for nothing. It
+            # counts as a rejected draft, or the cost model, never seeing a verification,
+            # would keep buying such forwards.
+            st.observe(0, 1)
+            self.pooled.observe(0, 1)
 
     def stats(self) -> dict:
         return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted),

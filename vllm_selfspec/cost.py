@@ -43,5 +43,17 @@ def weight_counts(adapter) -> WeightCounts:
     )
 
 
+def weight_counts_from_config(hf_config) -> WeightCounts:
+    """The same counts from a Hugging Face config, without loading the weights
+    (Llama/Qwen2-style layers: q, k, v, o projections and a gated MLP)."""
+    h, inter = hf_config.hidden_size, hf_config.intermediate_size
+    head_dim = getattr(hf_config, "head_dim", None) or h // hf_config.num_attention_heads
+    q_o = 2 * h * hf_config.num_attention_heads * head_dim
+    k_v = 2 * h * hf_config.num_key_value_heads * head_dim
+    n = hf_config.num_hidden_layers
+    return WeightCounts(attention=(q_o + k_v + h,) * n, mlp=(3 * h * inter + h,) * n,
+                        head=hf_config.vocab_size * h + h)
+
+
 def kept_weight_share(adapter, plan: SkipPlan) -> float:
     return kept_share(plan, weight_counts(adapter))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -144,21 +145,21 @@ def measure_engine(model_path: str, prompts: list[str], k: int, dtype: str,
     from vllm_selfspec.config import WORKER_EXTENSION
     from vllm_selfspec.engine import local_defaults, runner_stats, selfspec_kwargs
 
-    hf_layers = _num_layers(model_path)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump({"num_hidden_layers": hf_layers}, f)  # nothing skipped
-    llm = LLM(model=model_path, dtype=dtype, max_model_len=4096, seed=0, max_num_seqs=1,
-              worker_extension_cls=WORKER_EXTENSION, **local_defaults(1.0),
-              **selfspec_kwargs(k, f.name, draft_overrides(FIXED_K)))
-    try:
-        # Batch 1; near each request's end the drafts get shorter, down to none, which
-        # spreads the verification sizes the fit needs.
-        for p in prompts:
-            llm.generate([p], SamplingParams(temperature=0.0, max_tokens=max_tokens),
-                         use_tqdm=False)
-        costs = runner_stats(llm)["policy"]["costs"][1]
-    finally:
-        llm.llm_engine.engine_core.shutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        plan_file = Path(tmp, "full.yaml")  # nothing skipped: every draft costs a full forward
+        plan_file.write_text(yaml.safe_dump({"num_hidden_layers": _num_layers(model_path)}))
+        llm = LLM(model=model_path, dtype=dtype, max_model_len=4096, seed=0, max_num_seqs=1,
+                  worker_extension_cls=WORKER_EXTENSION, **local_defaults(1.0),
+                  **selfspec_kwargs(k, plan_file, draft_overrides(FIXED_K)))
+        try:
+            # Batch 1; near each request's end the drafts get shorter, down to none, which
+            # spreads the verification sizes the fit needs.
+            for p in prompts:
+                llm.generate([p], SamplingParams(temperature=0.0, max_tokens=max_tokens),
+                             use_tqdm=False)
+            costs = runner_stats(llm)["policy"]["costs"][1]
+        finally:
+            llm.llm_engine.engine_core.shutdown()
     a, b = costs["verify"]
     return EngineCosts(decode_s=a, verify_per_draft_s=max(b or 0.0, 0.0),
                        draft_full_s=costs["draft_s"])

@@ -173,9 +173,15 @@ def run_tune(cfg: TuneConfig) -> SkipPlan:
 
 
 def _match(model: str, hf_config) -> dict:
+    from vllm_selfspec.models import MODELS
     from vllm_selfspec.registry import model_shape
 
-    names = [model] if not Path(model).exists() else []
+    # A fetched model's plan should also match the upstream id users serve it by; a local
+    # directory's name says nothing, so such plans match by shape only.
+    if model in MODELS:
+        names = [MODELS[model].hf_id, model]
+    else:
+        names = [] if Path(model).exists() else [model]
     return {"names": names, "architecture": hf_config.architectures[0],
             "shape": model_shape(hf_config)}
 
