@@ -80,3 +80,15 @@ def test_bad_arguments_are_named(model_path, tmp_path):
         run_tune(TuneConfig(model_path, str(one), out, budget_minutes=0.001))
     with pytest.raises(TuneError, match="--out"):
         run_tune(TuneConfig(model_path, str(one), str(tmp_path / "plan.txt")))
+
+
+def test_tuned_plans_match_the_upstream_id_of_a_fetched_model(tmp_path):
+    from transformers import LlamaConfig
+
+    from vllm_selfspec.tune import _match
+
+    config = LlamaConfig(num_hidden_layers=2, architectures=["LlamaForCausalLM"])
+    assert _match("smollm2-135m", config)["names"] == [
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m"]
+    assert _match("org/model", config)["names"] == ["org/model"]
+    assert _match(str(tmp_path), config)["names"] == []  # a local directory: by shape only

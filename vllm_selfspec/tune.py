@@ -155,6 +155,7 @@ def run_tune(cfg: TuneConfig) -> SkipPlan:
         "model": cfg.model, "checkpoint_sha256": checkpoint_sha256(Path(model_path)),
         "prompts": str(cfg.prompts), "num_prompts": len(prompts),
         "new_tokens": cfg.new_tokens, "num_speculative_tokens": k,
+        "serve_dtype": cfg.serve_dtype,
         "budget_minutes": cfg.budget_minutes, "seed": cfg.seed,
         "evaluations": result.evaluations,
         "tune_seconds": round(time.monotonic() - started, 1),
