@@ -3,6 +3,8 @@
 import json
 
 import jsonschema
+import yaml
+from helpers import PLANS
 
 from vllm_selfspec.bench_report import SCHEMA
 from vllm_selfspec.cli import main
@@ -35,9 +37,13 @@ def test_a_corrupted_method_is_flagged(model_path, tmp_path, monkeypatch, capsys
     # Draft K/V overwrite the last verified token's (test-only fault): greedy text changes.
     monkeypatch.setenv("VLLM_SELFSPEC_FAULT", "kv_overwrite")
     out = tmp_path / "bench"
-    # Fixed-k drafting: the default policy may turn drafting off and hide the fault.
+    # A plan whose kept attention layers follow skipped sublayers, so the overwritten K/V
+    # differ from the verified ones whatever plan is shipped; fixed-k drafting, since the
+    # default policy may turn drafting off and hide the fault.
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(PLANS["draft_and_verify"]))
     code = main(["bench", *COMMON, "--methods", "vanilla,selfspec_fixed", "--batch-sizes", "1",
-                 "--out", str(out)])
+                 "--plan", str(plan), "--out", str(out)])
     assert code == 3
     assert "CORRECTNESS FAILURE" in capsys.readouterr().err
     failures = json.loads((out / "results.json").read_text())["summary"]["correctness"]["failures"]

@@ -41,6 +41,20 @@ def test_ngram_drafts_are_free_and_used_first():
     assert (w.steps, w.accepted, w.forwards) == (3, 2, 1)
 
 
+def test_replay_uses_the_proposers_cost_model():
+    # Drafts always wrong: the controller stops buying them after a few, as in the engine
+    # (it probes one draft every PROBE_EVERY idle steps to re-measure).
+    adaptive = DraftConfig(threshold=0.0, target_acceptance=None, hybrid=False)
+    wrong = Trace(np.zeros(200, bool), np.ones(200))
+    w = simulate(wrong, 4, COSTS, adaptive)
+    assert w.forwards < 40 < simulate(wrong, 4, COSTS, FIXED).forwards
+    assert w.speedup > 0.9
+    # Drafts always right: after the first few steps it drafts k, like fixed-k drafting.
+    right = Trace(np.ones(200, bool), np.ones(200))
+    assert simulate(right, 4, COSTS, adaptive).steps <= 1.15 * simulate(
+        right, 4, COSTS, FIXED).steps
+
+
 def _synthetic(num_layers):
     """Objective with a known optimum: skipping MLP sublayers of odd layers helps,
     anything else hurts."""

@@ -3,10 +3,10 @@
 A trace holds, for each position of a continuation the full model produced, whether
 the draft's top token equals the full model's (`match`), how sure the draft was
 (`confidence`), and the n-gram drafts the context offered (`ngram`). `simulate` walks
-it the way the proposer drafts (draft length k, confidence gate with the Draft & Verify
-threshold update, n-gram drafts first) and counts tokens, steps and forwards; with a
-cost model in units of one full decode step, tokens per unit of cost is the predicted
-speedup over vanilla decoding.
+it the way the proposer drafts, with the proposer's own `DraftController` deciding (the
+cost model's draft length, the confidence gate with the Draft & Verify threshold update,
+n-gram drafts first), and counts tokens, steps and forwards; with costs in units of one
+full decode step, tokens per unit of cost is the predicted speedup over vanilla decoding.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vllm_selfspec.controller import DraftController
 from vllm_selfspec.plan import DraftConfig
-from vllm_selfspec.policy import DraftAndVerifyThreshold
 
 
 @dataclass(frozen=True)
@@ -72,49 +72,67 @@ def _accepted(matches) -> int:
     return n
 
 
-def simulate(trace: Trace, k: int, costs: Costs, policy: DraftConfig) -> Walk:
+def controller_for(costs: Costs, k: int, policy: DraftConfig) -> DraftController:
+    """The proposer's controller, with COSTS as if it had measured them already."""
+    ctl = DraftController(policy, k, draft_share=costs.draft)
+    for n in (0, k):
+        ctl.costs.add_verify(1, n, costs.verify[n])
+    ctl.costs.add_draft(1, costs.draft)
+    return ctl
+
+
+def simulate(trace: Trace, k: int, costs: Costs, policy: DraftConfig,
+             controller: DraftController | None = None) -> Walk:
     """Replay drafting over one trace of M tokens, as vLLM generates them: the first
     comes from the prefill (not counted); then each step drafts for what follows the
     tokens so far, never more than the request still needs (M - j - 1 after j).
+    CONTROLLER carries the policy's state across requests (`simulate_all`).
 
     >>> t = Trace(np.array([1, 0, 1, 1, 0, 1], bool), np.ones(6))
-    >>> fixed = DraftConfig(threshold=0, target_acceptance=None, hybrid=False)
+    >>> fixed = DraftConfig(threshold=0, target_acceptance=None, cost_model=False,
+    ...                     hybrid=False)
     >>> w = simulate(t, 2, Costs(0.5, (1.0, 1.1, 1.2)), fixed)
     >>> (w.tokens, w.steps, w.accepted, w.drafted)  # 1 token, then 3, then the last
     (5, 3, 2, 4)
     >>> round(w.cost, 2)  # 4 draft forwards, verifications of 2, 2 and 0 drafts
     5.4
     """
+    ctl = controller or controller_for(costs, k, policy)
+    req = str(id(trace))
     walk = Walk()
-    gate = DraftAndVerifyThreshold(threshold=policy.threshold,
-                                   target=policy.target_acceptance or 0.0)
     m = len(trace.match)
     j = 1
     while j < m:
-        budget = min(k, m - j - 1)
+        budget = m - j - 1  # the engine asks the policy only for requests that may draft
+        budget = min(ctl.draft_length([req]), budget) if budget else 0
         ngram = trace.ngram[j] if policy.hybrid and trace.ngram else []
         if ngram and budget:
-            drafted, forwards = min(len(ngram), budget), 0
+            drafted, forwards, source = min(len(ngram), budget), 0, "ngram"
             accepted = _accepted(ngram[:drafted])
         else:
             drafted = forwards = 0
+            source, threshold = "model", ctl.threshold(req)
             while drafted < budget:
                 forwards += 1  # a forward is paid even for the token the gate drops
-                if trace.confidence[j + drafted] < gate.threshold:
+                if trace.confidence[j + drafted] < threshold:
                     break
                 drafted += 1
             accepted = _accepted(trace.match[j:j + drafted])
-            if policy.target_acceptance is not None:
-                gate.update(accepted, drafted)
+        if forwards or drafted:
+            ctl.record(req, drafted, source)
         walk.add(Walk(tokens=accepted + 1, steps=1, draft_steps=int(drafted > 0),
                       drafted=drafted, accepted=accepted, forwards=forwards,
                       cost=forwards * costs.draft + costs.verify[drafted]))
+        ctl.observe([req], [[0] * (accepted + 1)])
         j += accepted + 1
     return walk
 
 
 def simulate_all(traces: list[Trace], k: int, costs: Costs, policy: DraftConfig) -> Walk:
+    """All traces one after another, as requests at batch 1: the controller's pooled
+    acceptance carries over from one to the next, as in the engine."""
+    ctl = controller_for(costs, k, policy)
     total = Walk()
     for trace in traces:
-        total.add(simulate(trace, k, costs, policy))
+        total.add(simulate(trace, k, costs, policy, ctl))
     return total
