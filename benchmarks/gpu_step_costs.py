@@ -13,8 +13,10 @@ of speculative decoding with the llama-2-13b skip set, E[tokens per step] / (k c
 with E = (1 - alpha^(k+1)) / (1 - alpha). The acceptance rates alpha are assumptions:
 random weights cannot measure acceptance.
 
-Why it stands alone: the GPU machine has no vLLM, and the plugin imports vLLM, so
-this is a minimal gpt-fast-style Llama in plain PyTorch. Its weights are random, which
+Why it stands alone: the GPU machine has no vLLM and the plugin is not installed
+there (the script runs from a bare checkout), so this is a minimal gpt-fast-style
+Llama in plain PyTorch, and `weight_share` counts the kept weights itself, as
+`vllm_selfspec.cost.kept_share` does for the plugin. Its weights are random, which
 is enough for timing: a decode step at small batch is bound by reading the weights
 (and the KV cache), not by what they hold. Every step is captured and replayed as a
 CUDA graph, as vLLM runs decode and uniform-length verification steps.
