@@ -24,6 +24,7 @@ def test_bench_runs_every_method_and_writes_its_outputs(model_path, tmp_path):
     assert set(rows) == {(m, b) for m in ("vanilla", "selfspec", "ngram", "draft_model")
                          for b in (1, 3)}
     assert rows[("vanilla", 1)]["speedup"] == 1.0
+    assert rows[("vanilla", 1)]["mean_acceptance_length"] is None  # each engine's own counts
     assert rows[("selfspec", 1)]["mean_acceptance_length"] > 1.0
     assert rows[("selfspec", 1)]["step_ms"]["draft_ms"] > 0
     assert results["summary"]["correctness"]["failures"] == []
@@ -39,12 +40,17 @@ def test_a_corrupted_method_is_flagged(model_path, tmp_path, monkeypatch, capsys
     out = tmp_path / "bench"
     # A plan whose kept attention layers follow skipped sublayers, so the overwritten K/V
     # differ from the verified ones whatever plan is shipped; fixed-k drafting, since the
-    # default policy may turn drafting off and hide the fault.
+    # default policy may turn drafting off and hide the fault. Both engines up at once,
+    # taking turns: each method's outputs and counts must stay its own.
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(PLANS["draft_and_verify"]))
     code = main(["bench", *COMMON, "--methods", "vanilla,selfspec_fixed", "--batch-sizes", "1",
-                 "--plan", str(plan), "--out", str(out)])
+                 "--plan", str(plan), "--interleave", "--out", str(out)])
     assert code == 3
     assert "CORRECTNESS FAILURE" in capsys.readouterr().err
-    failures = json.loads((out / "results.json").read_text())["summary"]["correctness"]["failures"]
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    failures = summary["correctness"]["failures"]
     assert failures and failures[0].startswith("selfspec_fixed at batch 1")
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert rows["vanilla"]["mean_acceptance_length"] is None
+    assert rows["selfspec_fixed"]["mean_acceptance_length"] > 1.0

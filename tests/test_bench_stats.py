@@ -7,7 +7,7 @@ import pytest
 from vllm_selfspec import bench_stats
 from vllm_selfspec.bench import BenchConfig, BenchError
 from vllm_selfspec.bench_report import correctness
-from vllm_selfspec.bench_stats import divergence_rate, paired_speedups, summarize
+from vllm_selfspec.bench_stats import divergence_rate, minus, paired_speedups, summarize
 
 
 def test_doctests():
@@ -71,3 +71,13 @@ def test_any_float32_difference_is_a_correctness_failure():
 def test_bad_configurations(kwargs, message):
     with pytest.raises(BenchError, match=message):
         BenchConfig(model="smollm2-135m", **kwargs).check()
+
+
+def test_counters_are_differenced_and_estimates_kept():
+    before = {"steps": {"steps": 10, "forward_s": 1.0},
+              "policy": {"drafted": {"ngram": 5}, "costs": {"1": {"draft_s": 0.02}}}}
+    after = {"steps": {"steps": 15, "forward_s": 1.5},
+             "policy": {"drafted": {"ngram": 9}, "costs": {"1": {"draft_s": 0.03}}}}
+    assert minus(after, before) == {
+        "steps": {"steps": 5, "forward_s": 0.5},
+        "policy": {"drafted": {"ngram": 4}, "costs": {"1": {"draft_s": 0.03}}}}

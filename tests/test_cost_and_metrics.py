@@ -4,11 +4,12 @@ import doctest
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from vllm_selfspec import cost, draft_inputs
+from vllm_selfspec import cost, draft_inputs, stats
 from vllm_selfspec.cost import WeightCounts, kept_share
 from vllm_selfspec.plan import SkipPlan
-from vllm_selfspec.spec_metrics import SpecCounts, read_spec_counts
+from vllm_selfspec.spec_metrics import SpecCounts, read_spec_counts, spec_counts_of_outputs
 
 
 def test_doctests():
@@ -58,3 +59,39 @@ def test_spec_counts_read_and_difference():
     d = c.minus(SpecCounts(4, 16, 10, (4, 3, 2, 1)))
     assert d == SpecCounts(6, 24, 15, (5, 5, 3, 2))
     assert SpecCounts().mean_acceptance_length is None
+
+
+def test_spec_counts_from_per_request_metrics():
+    # Two requests: steps that accepted 0, 2 and 4 of 4 drafts; one step that accepted 1
+    # of 3; and a request with no speculative decoding (vanilla).
+    def out(histogram, draft_tokens):
+        m = SimpleNamespace(histogram=histogram, num_draft_tokens=draft_tokens)
+        return SimpleNamespace(outputs=[SimpleNamespace(spec_decode_metrics=m)])
+
+    outputs = [out([1, 0, 1, 0, 1], 12), out([0, 1, 0, 0, 0], 3),
+               SimpleNamespace(outputs=[SimpleNamespace(spec_decode_metrics=None)])]
+    c = spec_counts_of_outputs(outputs)
+    assert c == SpecCounts(drafts=4, draft_tokens=15, accepted=7, per_position=(3, 2, 1, 1))
+    assert c.mean_acceptance_length == 1 + 7 / 4
+    assert spec_counts_of_outputs([]) == SpecCounts()
+
+
+
+def test_a_step_costs_its_forward_and_sampling_without_drafting(monkeypatch):
+    # forward 0.5 s; then sampling 0.4 s, 0.2 s of it drafting (for the next step)
+    clock = iter([0.0, 0.5, 1.0, 1.1, 1.3, 1.4])
+    monkeypatch.setattr(stats.time, "perf_counter", lambda: next(clock))
+    times = stats.StepTimes()
+    scheduled = SimpleNamespace(num_scheduled_tokens={"a": 3, "b": 1},
+                                total_num_scheduled_tokens=4)
+    with times.timing("forward", scheduled):
+        pass
+    with times.timing("sample"):
+        with times.timing("draft"):
+            pass
+    requests, tokens, seconds = times.take_last_step()
+    assert (requests, tokens) == (2, 4) and abs(seconds - 0.7) < 1e-9
+    assert times.take_last_step() is None  # one observation per step
+    d = times.as_dict()
+    assert "last_step" not in d and "_forward" not in d
+    assert (d["forward_s"], d["sample_s"], d["draft_s"]) == pytest.approx((0.5, 0.4, 0.2))

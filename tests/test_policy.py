@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from vllm_selfspec import policy
-from vllm_selfspec.controller import CostTracker, DecayingFit, DraftController, RequestState
+from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, Acceptance, CostTracker,
+                                      DecayingFit, DraftController)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
-from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft_length,
+from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
                                   expected_tokens, ngram_draft)
 
 
@@ -25,6 +26,28 @@ def test_ngram_prefers_the_longest_and_latest_match():
     assert ngram_draft(ctx, 5, 6, 3) == [5, 6, 1]  # [7, 8, 9, 1, 2] too
     assert ngram_draft(ctx, 6, 7, 3) == []
     assert ngram_draft(np.array([3, 3, 3]), 2, 2, 4) == [3]  # runs reach the end
+
+
+def _ngram_reference(tokens, min_n, max_n, k):
+    """The definition, spelt out: longest n first, then the latest occurrence that ends
+    before the context's last token."""
+    tokens = list(tokens)
+    for n in range(min(max_n, len(tokens) - 1), min_n - 1, -1):
+        suffix = tokens[-n:]
+        for end in range(len(tokens) - 2, n - 2, -1):
+            if tokens[end - n + 1:end + 1] == suffix:
+                return tokens[end + 1:end + 1 + k]
+    return []
+
+
+def test_ngram_lookup_matches_its_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        length, vocab = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        tokens = rng.integers(0, vocab, length)
+        min_n = int(rng.integers(1, 4))
+        max_n, k = min_n + int(rng.integers(0, 3)), int(rng.integers(1, 5))
+        assert ngram_draft(tokens, min_n, max_n, k) == _ngram_reference(tokens, min_n, max_n, k)
 
 
 def test_threshold_rises_while_drafts_fail_and_falls_while_they_pass():
@@ -47,12 +70,30 @@ def test_expected_tokens_grow_with_acceptance():
 
 
 def test_cost_model_turns_drafting_off_when_drafts_are_rejected():
-    costs = StepCosts(draft=0.3, verify=(1.0, 1.1, 1.2, 1.3, 1.4))
-    assert best_draft_length([0.05, 0.1], costs, 4) == 0
-    assert best_draft_length([0.95, 0.9], costs, 4) >= 3
+    costs = StepCosts(draft=0.3, verify_base=1.0, verify_per_draft=0.1)
+    assert best_draft([0, 0], [0.6] * 2, [0.05, 0.1], costs, 4) == (0, 0)
+    n, m = best_draft([0, 0], [0.6] * 2, [0.95, 0.9], costs, 4)
+    assert m == n >= 3
     # Expensive verification (as on CPU) makes shorter drafts pay better.
-    steep = StepCosts(draft=0.3, verify=(1.0, 1.3, 1.6, 1.9, 2.2))
-    assert best_draft_length([0.8], steep, 4) < best_draft_length([0.8], costs, 4)
+    steep = StepCosts(draft=0.3, verify_base=1.0, verify_per_draft=0.3)
+    assert best_draft([0], [0.6], [0.8], steep, 4)[0] < best_draft([0], [0.6], [0.8], costs, 4)[0]
+
+
+def test_each_source_is_priced_on_its_own_acceptance():
+    cheap = StepCosts(draft=0.3, verify_base=1.0, verify_per_draft=0.02)
+    # Layer drafts that fail do not stop free n-gram drafts that pass ...
+    assert best_draft([4, 0], [0.9, 0.9], [0.0, 0.0], cheap, 4) == (4, 0)
+    # ... and n-gram drafts that pass do not buy layer forwards for the other request.
+    assert best_draft([2, 0], [0.9, 0.9], [0.1, 0.1], cheap, 4) == (2, 0)
+    # Good layer drafts, cheap enough, are bought for the requests without an n-gram draft.
+    cheap_layers = StepCosts(draft=0.1, verify_base=1.0, verify_per_draft=0.02)
+    assert best_draft([2, 0], [0.9, 0.9], [0.9, 0.9], cheap_layers, 4) == (4, 4)
+    # In a large batch on a CPU each token adds to the step (here 16 requests, a draft
+    # token 0.6/16 of a step): free drafts must pay for their verification, and
+    # mediocre ones do not.
+    batch16 = StepCosts(draft=0.5, verify_base=1.0, verify_per_draft=0.6)
+    assert best_draft([4] * 2 + [0] * 14, [0.3] * 16, [0.0] * 16, batch16, 4) == (0, 0)
+    assert best_draft([4] * 16, [0.95] * 16, [0.0] * 16, batch16, 4)[0] > 0
 
 
 def test_decaying_fit_recovers_a_line():
@@ -71,59 +112,99 @@ def test_cost_tracker_uses_the_nearest_batch_and_priors():
     assert t.costs(1) is None
     t.add_verify(1, 0, 0.1)
     c = t.costs(1)
-    assert c.draft == pytest.approx(0.05) and c.verify[4] == pytest.approx(0.14)
+    assert c.draft == pytest.approx(0.05) and c.verify(4) == pytest.approx(0.14)
     t.add_draft(1, 0.02)
     t.add_verify(1, 4, 0.3)
     c = t.costs(4)  # batch 4 unmeasured: batch 1's line
-    assert c.verify[4] == pytest.approx(0.3) and c.verify[0] == pytest.approx(0.1)
+    assert c.verify(4) == pytest.approx(0.3) and c.verify(0) == pytest.approx(0.1)
 
 
-def test_request_acceptance_learns_from_verifications():
-    st = RequestState(DraftAndVerifyThreshold())
-    prior = st.acceptance
+def test_acceptance_learns_from_verifications():
+    a = Acceptance()
+    prior = a.rate
     for _ in range(10):
-        st.observe(accepted=0, drafted=3)
-    assert st.acceptance < 0.15 < prior
+        a.observe(accepted=0, drafted=3)
+    assert a.rate < 0.15 < prior
     for _ in range(30):
-        st.observe(accepted=3, drafted=3)
-    assert st.acceptance > 0.9
+        a.observe(accepted=3, drafted=3)
+    assert a.rate > 0.9
 
 
-def test_controller_turns_off_then_probes():
-    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
+def _controller(**draft) -> DraftController:
+    c = DraftController(DraftConfig(**draft), k=4, draft_share=0.2)
     c.costs.add_verify(1, 0, 0.1)
-    c.costs.add_verify(1, 4, 0.2)
-    assert c.draft_length(["a"]) > 0  # prior acceptance 0.6
+    c.costs.add_verify(1, 4, 0.12)
+    return c
+
+
+def test_controller_turns_off_then_probes_less_and_less():
+    c = _controller()
+    n, m = c.decide(["a"], [0])
+    assert m == n > 0  # prior acceptance 0.6
     for _ in range(20):
         c.record("a", 4, "model")
         c.observe(["a"], [[1]])  # nothing accepted
-    lengths = [c.draft_length(["a"]) for _ in range(16)]
-    assert lengths.count(0) >= 14 and 1 in lengths  # off, with an occasional probe
-    assert c.stats()["drafted"]["model"] == 80 and c.stats()["accepted"]["model"] == 0
+    probes = []
+    for step in range(200):
+        n, m = c.decide(["a"], [0])
+        if m:
+            assert m == 1  # a probe: one token
+            probes.append(step)
+            c.record("a", m, "model")
+        c.observe(["a"], [[1]])  # probes fail too
+    assert probes[0] == PROBE_EVERY - 1
+    gaps = np.diff(probes)
+    assert list(gaps[:3]) == [2 * PROBE_EVERY, 4 * PROBE_EVERY, 8 * PROBE_EVERY]
+    assert max(gaps) == PROBE_MAX  # the interval is capped
+    assert c.stats()["drafted"]["model"] == 80 + len(probes)
+    assert c.stats()["accepted"]["model"] == 0
+    # A probe that gains tokens brings back the short interval.
+    c.probe_every, c.idle_steps = PROBE_MAX, PROBE_MAX - 1
+    n, m = c.decide(["a"], [0])
+    c.record("a", m, "model")
+    c.observe(["a"], [[1, 2]])
+    assert c.probe_every == PROBE_EVERY
+
+
+def test_rejected_layer_drafts_leave_ngram_drafts_on():
+    c = _controller()
+    for _ in range(20):
+        c.record("a", 4, "model")
+        c.observe(["a"], [[1]])
+    assert c.decide(["a"], [0]) == (0, 0)
+    assert c.decide(["a"], [3]) == (3, 0)  # the n-gram source keeps its prior
+    for _ in range(20):
+        c.record("a", 3, "ngram")
+        c.observe(["a"], [[1]])  # then its drafts fail too
+    assert c.acceptance("a", "ngram") < 0.15
+    # Verifying a draft costs 5% of a step here: worth it down to 5% acceptance.
+    assert c.decide(["a"], [3]) == (1, 0)
+    c.costs.add_verify(1, 4, 0.3)  # verification measured dearer: the line steepens
+    assert c.decide(["a"], [3]) == (0, 0)
+    assert c.stats()["drafted"] == {"model": 80, "ngram": 60}
 
 
 def test_gated_out_forwards_turn_drafting_off():
-    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
-    c.costs.add_verify(1, 0, 0.1)
-    c.costs.add_verify(1, 4, 0.2)
-    assert c.draft_length(["a"]) > 0
+    c = _controller()
+    assert c.decide(["a"], [0])[0] > 0
     for _ in range(10):
         c.record("a", 0, "model")  # the gate dropped every draft: nothing to verify
         c.observe(["a"], [[1]])
-    assert c.draft_length(["a"]) == 0
+    assert c.decide(["a"], [0]) == (0, 0)
 
 
 def test_new_requests_start_from_the_pooled_acceptance():
-    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
-    fresh = c.state("first").acceptance
+    c = _controller()
+    fresh = c.acceptance("first", "model")
     for n in range(30):
         c.record(f"r{n}", 4, "model")
         c.observe([f"r{n}"], [[1]])  # every request's drafts rejected
-    assert c.state("new").acceptance < 0.2 < fresh
+    assert c.acceptance("new", "model") < 0.2 < fresh
+    assert c.acceptance("new", "ngram") == pytest.approx(fresh)  # the other source: untouched
     for n in range(300):
         c.record(f"s{n}", 4, "model")
         c.observe([f"s{n}"], [[1, 2, 3, 4, 5]])  # then all accepted
-    assert c.state("newer").acceptance > 0.8
+    assert c.acceptance("newer", "model") > 0.8
 
 
 @pytest.mark.parametrize("draft, key", [

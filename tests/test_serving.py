@@ -22,9 +22,11 @@ def llm(model_path, tmp_path_factory):
     plan_file.write_text(yaml.safe_dump(PLANS["draft_and_verify"]))
     with running_llm(
         model_path,
-        # About 1,300 tokens of KV cache: the long generations below need more at once
-        # and must preempt. Prompts are prefilled 128 tokens at a time beside decodes.
-        kv_cache_memory_bytes=60 << 20,
+        # 9 blocks of 128 tokens of KV cache (a little more than max_model_len needs):
+        # the long generations below need 10 together, before the first can end however
+        # well it drafts, and must preempt. Prompts are prefilled 128 tokens at a time
+        # beside decodes.
+        kv_cache_memory_bytes=54 << 20,
         max_num_batched_tokens=128,
         enable_chunked_prefill=True,
         enable_prefix_caching=True,

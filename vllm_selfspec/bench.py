@@ -4,6 +4,10 @@ Each repeat starts each method's engine in turn (the order reversed every other
 repeat), prefills the prompts once, runs them at every batch size, and records wall
 time, vLLM's spec-decode counters, the runner's step times, memory and the greedy
 outputs.
+With `--interleave` every method's engine stays up for the whole run and the methods
+take turns on each group of prompts (the order rotating from group to group), so
+they are compared over the same seconds: on a shared machine whose speed drifts by
+tens of percent within minutes, this is what makes a few percent visible.
 Speed-ups are ratios to vanilla within the same repeat, summarised over repeats.
 """
 
@@ -13,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from vllm_selfspec.engine import local_defaults, runner_stats, selfspec_kwargs
 from vllm_selfspec.models import resolve_model
 from vllm_selfspec.plan import FIXED_K, draft_overrides
 from vllm_selfspec.prompts import load_prompts, render
-from vllm_selfspec.spec_metrics import read_spec_counts
+from vllm_selfspec.spec_metrics import spec_counts_of_outputs
 
 METHODS = ("vanilla", "selfspec", "selfspec_fixed", "selfspec_gated", "ngram", "draft_model")
 DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
@@ -58,6 +62,8 @@ class BenchConfig:
     num_speculative_tokens: int = 4
     dtype: str = "auto"
     max_model_len: int = 4096
+    interleave: bool = False
+    kv_cache_gib: float = 2.0  # per engine, on CPU
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -108,12 +114,16 @@ def machine() -> dict:
     }
 
 
-def peak_memory_gib() -> float:
-    """Peak resident memory of this process's children (engine core and workers)."""
+def peak_memory_gib(llm) -> float:
+    """Peak resident memory of LLM's engine processes (engine core and workers)."""
     import psutil
 
+    procs = []
+    for proc in llm.llm_engine.engine_core.resources.engine_manager.processes:
+        root = psutil.Process(proc.pid)
+        procs += [root] + root.children(recursive=True)
     total = 0
-    for child in psutil.Process().children(recursive=True):
+    for child in procs:
         try:
             with open(f"/proc/{child.pid}/status") as f:
                 hwm = next((l for l in f if l.startswith("VmHWM")), None)
@@ -127,10 +137,13 @@ def peak_memory_gib() -> float:
 def engine(model: str, cfg: BenchConfig, method: str):
     from vllm import LLM
 
+    kwargs = method_kwargs(cfg, method)
+    if "speculative_config" in kwargs:  # the counts the bench reads (spec_counts_of_outputs)
+        kwargs["per_request_spec_decode_metrics"] = "summary"
     llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
               max_num_seqs=max(cfg.batch_sizes), disable_log_stats=False, seed=0,
-              worker_extension_cls=WORKER_EXTENSION, **local_defaults(2.0),
-              **method_kwargs(cfg, method))
+              worker_extension_cls=WORKER_EXTENSION, **local_defaults(cfg.kv_cache_gib),
+              **kwargs)
     try:
         yield llm
     finally:
@@ -144,23 +157,37 @@ def kv_capacity_tokens(llm) -> int | None:
 
 def measure(llm, prompts: list[str], batch_size: int, params) -> dict:
     """Run PROMPTS in groups of BATCH_SIZE submitted together; counters over the run."""
-    spec0, stats0 = read_spec_counts(llm.get_metrics()), runner_stats(llm)
-    outputs, wall = [], 0.0
-    for i in range(0, len(prompts), batch_size):
-        start = time.perf_counter()
-        outs = llm.generate(prompts[i:i + batch_size], params, use_tqdm=False)
-        wall += time.perf_counter() - start
-        outputs += [list(o.outputs[0].token_ids) for o in outs]
-    spec = read_spec_counts(llm.get_metrics()).minus(spec0)
-    tokens = sum(len(o) for o in outputs)
-    return {
-        "wall_s": round(wall, 4), "output_tokens": tokens,
-        "tokens_per_s": round(tokens / wall, 4),
-        "spec": asdict(spec) | {"mean_acceptance_length": spec.mean_acceptance_length,
-                                "position_rates": spec.position_rates()},
-        "runner": minus(runner_stats(llm), stats0),
-        "outputs": outputs,
-    }
+    return measure_side_by_side({"": llm}, prompts, batch_size, params)[""]
+
+
+def measure_side_by_side(llms: dict, prompts: list[str], batch_size: int, params,
+                         turn: int = 0) -> dict[str, dict]:
+    """`measure` for each engine in LLMS, the engines taking turns group by group; the
+    order rotates by one each group, starting at TURN."""
+    names = list(llms)
+    before = {m: runner_stats(llm) for m, llm in llms.items()}
+    outputs: dict[str, list] = {m: [] for m in names}
+    wall = dict.fromkeys(names, 0.0)
+    for group, i in enumerate(range(0, len(prompts), batch_size)):
+        shift = (turn + group) % len(names)
+        for m in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            outputs[m] += llms[m].generate(prompts[i:i + batch_size], params, use_tqdm=False)
+            wall[m] += time.perf_counter() - start
+    rows = {}
+    for m, llm in llms.items():
+        spec = spec_counts_of_outputs(outputs[m])
+        token_ids = [list(o.outputs[0].token_ids) for o in outputs[m]]
+        tokens = sum(len(t) for t in token_ids)
+        rows[m] = {
+            "wall_s": round(wall[m], 4), "output_tokens": tokens,
+            "tokens_per_s": round(tokens / wall[m], 4),
+            "spec": asdict(spec) | {"mean_acceptance_length": spec.mean_acceptance_length,
+                                    "position_rates": spec.position_rates()},
+            "runner": minus(runner_stats(llm), before[m]),
+            "outputs": token_ids,
+        }
+    return rows
 
 
 def run_bench(cfg: BenchConfig) -> dict:
@@ -177,6 +204,19 @@ def run_bench(cfg: BenchConfig) -> dict:
         groups.setdefault(rec.category or "all", []).append(text)
     params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=0)
 
+    run = run_interleaved if cfg.interleave else run_in_turn
+    runs, engines = run(cfg, model, texts, groups, params)
+
+    from vllm_selfspec.bench_report import summarize_runs, write_report
+
+    results = {"config": asdict(cfg), "machine": machine(), "engines": engines, "runs": runs}
+    results["summary"] = summarize_runs(results)
+    write_report(results, Path(cfg.out))
+    return results
+
+
+def run_in_turn(cfg: BenchConfig, model: str, texts, groups, params):
+    """One engine at a time: each repeat starts each method's engine in turn."""
     runs, engines = [], {}
     total = cfg.repeats * len(cfg.methods)
     started = time.monotonic()
@@ -188,30 +228,53 @@ def run_bench(cfg: BenchConfig) -> dict:
                 f", about {(time.monotonic() - started) / done * (total - done) / 60:.0f} min left"
             log(f"repeat {repeat + 1}/{cfg.repeats}: {method} ({done + 1}/{total}{eta})")
             with engine(model, cfg, method) as llm:
-                # Warm-up prefills every prompt into the prefix cache, so the timed passes
-                # measure mostly decoding, which is what speculation changes, rather than a
-                # prefill that is the same for every method and dominates on a CPU. The
-                # cache holds whole KV blocks only (128 tokens on CPU): the rest of each
-                # prompt is prefilled again, inside the timing.
-                llm.generate(texts, SamplingParams(max_tokens=1), use_tqdm=False)
+                warm_up(llm, texts)
                 engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm)})
                 for b in cfg.batch_sizes:
                     for category, prompts in groups.items():
                         row = measure(llm, prompts, b, params)
-                        row.update(method=method, batch_size=b, category=category,
-                                   repeat=repeat)
-                        runs.append(row)
+                        runs.append(row | dict(method=method, batch_size=b,
+                                               category=category, repeat=repeat))
                         log(f"  {method} batch {b} {category}: "
                             f"{row['tokens_per_s']:.2f} tok/s")
                 engines[method]["peak_memory_gib"] = max(
-                    engines[method].get("peak_memory_gib", 0), peak_memory_gib())
+                    engines[method].get("peak_memory_gib", 0), peak_memory_gib(llm))
+    return runs, engines
 
-    from vllm_selfspec.bench_report import summarize_runs, write_report
 
-    results = {"config": asdict(cfg), "machine": machine(), "engines": engines, "runs": runs}
-    results["summary"] = summarize_runs(results)
-    write_report(results, Path(cfg.out))
-    return results
+def run_interleaved(cfg: BenchConfig, model: str, texts, groups, params):
+    """Every engine up at once, the methods taking turns on each group of prompts."""
+    runs, engines = [], {}
+    with ExitStack() as stack:
+        llms = {}
+        for method in cfg.methods:
+            log(f"starting {method}")
+            llms[method] = llm = stack.enter_context(engine(model, cfg, method))
+            warm_up(llm, texts)
+            engines[method] = {"kv_cache_tokens": kv_capacity_tokens(llm)}
+        for repeat in range(cfg.repeats):
+            for b in cfg.batch_sizes:
+                for category, prompts in groups.items():
+                    rows = measure_side_by_side(llms, prompts, b, params, turn=repeat)
+                    for method, row in rows.items():
+                        runs.append(row | dict(method=method, batch_size=b,
+                                               category=category, repeat=repeat))
+                    log(f"repeat {repeat + 1}/{cfg.repeats} batch {b} {category}: " + ", ".join(
+                        f"{m} {r['tokens_per_s']:.2f}" for m, r in rows.items()) + " tok/s")
+        for method, llm in llms.items():
+            engines[method]["peak_memory_gib"] = peak_memory_gib(llm)
+    return runs, engines
+
+
+def warm_up(llm, texts: list[str]) -> None:
+    from vllm import SamplingParams
+
+    # Prefills every prompt into the prefix cache, so the timed passes measure mostly
+    # decoding, which is what speculation changes, rather than a prefill that is the
+    # same for every method and dominates on a CPU. The cache holds whole KV blocks
+    # only (128 tokens on CPU): the rest of each prompt is prefilled again, inside the
+    # timing.
+    llm.generate(texts, SamplingParams(max_tokens=1), use_tqdm=False)
 
 
 def main_from_args(args) -> int:
@@ -223,6 +286,7 @@ def main_from_args(args) -> int:
         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         temperature=args.temperature, repeats=args.repeats,
         num_speculative_tokens=args.num_speculative_tokens, dtype=args.dtype,
+        interleave=args.interleave, kv_cache_gib=args.kv_cache_gib,
     )
     results = run_bench(cfg)
     failures = results["summary"]["correctness"]["failures"]
@@ -248,5 +312,10 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--num-speculative-tokens", "-k", type=int, default=4)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--interleave", action="store_true",
+                   help="keep every method's engine up and let them take turns on each "
+                        "group of prompts (needs the memory of all the engines at once)")
+    p.add_argument("--kv-cache-gib", type=float, default=2.0,
+                   help="KV cache of each engine on CPU (vLLM-CPU would take most of the RAM)")
     p.add_argument("--out", required=True, help="directory for results.json/.md and charts")
 

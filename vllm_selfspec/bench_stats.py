@@ -73,14 +73,19 @@ def step_split_ms(steps: dict) -> dict[str, float]:
             "verify_ms": round(total - draft, 3)}
 
 
+SNAPSHOTS = ("costs",)  # keys of readings that are estimates, not counters
+
+
 def minus(after: dict, before: dict) -> dict:
     """Counter dicts (possibly nested) accumulated between two readings; values that
     are not counters (the cost model's current estimates) are kept as read after."""
-    def diff(v, b):
+    def diff(k, v, b):
+        if k in SNAPSHOTS:
+            return v
         if isinstance(v, dict):
             return minus(v, b if isinstance(b, dict) else {})
         if isinstance(v, (int, float)) and isinstance(b, (int, float)):
             return v - b
         return v
 
-    return {k: diff(v, before.get(k, 0)) for k, v in after.items()}
+    return {k: diff(k, v, before.get(k, 0)) for k, v in after.items()}

@@ -2,10 +2,11 @@
 thresholds, and what steps cost on this machine.
 
 Each step the controller learns how many of the last drafts each request accepted,
-picks a draft length for the batch (zero allowed: then the step is a plain decode
-step) and hands out per-request confidence thresholds. The decisions rest on values
-that are the same on every tensor-parallel rank, except the measured step times:
-the length chosen from them is taken from rank 0 (see `DraftController.draft_length`).
+from each source (n-gram lookup, kept layers), picks a draft length for the batch
+and whether the layers draft (zero allowed: then the step is a plain decode step)
+and hands out per-request confidence thresholds. The decisions rest on values that
+are the same on every tensor-parallel rank, except the measured step times: the
+choice made from them is taken from rank 0 (see `SelfSpecProposer._decide`).
 """
 
 from __future__ import annotations
@@ -13,27 +14,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vllm_selfspec.plan import DraftConfig
-from vllm_selfspec.policy import DraftAndVerifyThreshold, StepCosts, best_draft_length
+from vllm_selfspec.policy import DraftAndVerifyThreshold, StepCosts, best_draft
 
+SOURCES = ("model", "ngram")
 PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
 DECAY = 0.9  # weight of older verifications in a request's acceptance estimate
 POOLED_DECAY = 0.99  # the same across requests: the prior of each new request
-PROBE_EVERY = 8  # plain decode steps before drafting one token again, to re-measure
+# Steps without layer drafts before a one-token probe re-measures their acceptance;
+# doubled after each probe that gains nothing, so a plan whose drafts never pass
+# costs a forward every PROBE_MAX steps, not every PROBE_EVERY.
+PROBE_EVERY, PROBE_MAX = 8, 64
 
 
 @dataclass
-class RequestState:
-    threshold: DraftAndVerifyThreshold
+class Acceptance:
+    """Per-token acceptance estimate of one draft source, shrunk towards a prior while
+    data is thin."""
+
     prior: float = PRIOR_ACCEPTANCE
     decay: float = DECAY
     accepted: float = 0.0  # decayed counts of accepted drafts ...
     trials: float = 0.0  # ... and of drafts that had the chance to be accepted
-    last_drafted: int = 0
-    last_source: str = ""
 
     @property
-    def acceptance(self) -> float:
-        """Per-token acceptance estimate, shrunk towards a prior while data is thin."""
+    def rate(self) -> float:
         return (self.accepted + self.prior * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
 
     def observe(self, accepted: int, drafted: int) -> None:
@@ -41,6 +45,14 @@ class RequestState:
         # and, if one was rejected, one failure.
         self.accepted = self.decay * self.accepted + accepted
         self.trials = self.decay * self.trials + accepted + (accepted < drafted)
+
+
+@dataclass
+class RequestState:
+    threshold: DraftAndVerifyThreshold
+    acceptance: dict[str, Acceptance]  # by source
+    last_drafted: int = 0
+    last_source: str = ""
 
 
 @dataclass
@@ -97,9 +109,7 @@ class CostTracker:
             b = 0.1 * a
         draft = self.draft.get(batch)
         draft_s = draft.line()[0] if draft and draft.line() else a * self.draft_share
-        return StepCosts(draft=draft_s, verify=tuple(a + max(b, 0.0) * n
-                                                     for n in range(self.k + 1)))
-
+        return StepCosts(draft=draft_s, verify_base=a, verify_per_draft=max(b, 0.0))
 
     def summary(self) -> dict[int, dict]:
         """Per batch size: verification seconds as [a, b] (a + b * drafts per request)
@@ -119,54 +129,69 @@ class DraftController:
         self.k = k
         self.costs = CostTracker(k=k, draft_share=draft_share)
         self.requests: dict[str, RequestState] = {}
-        # Acceptance over all requests: short requests would otherwise pay for drafts
-        # on the strength of a fixed prior before their own evidence comes in.
-        self.pooled = RequestState(DraftAndVerifyThreshold(), decay=POOLED_DECAY)
-        self.idle_steps = 0
-        self.source_drafted = {"model": 0, "ngram": 0}
-        self.source_accepted = {"model": 0, "ngram": 0}
+        # Acceptance over all requests, by source: short requests would otherwise pay
+        # for drafts on the strength of a fixed prior before their own evidence comes in.
+        self.pooled = {s: Acceptance(decay=POOLED_DECAY) for s in SOURCES}
+        self.idle_steps, self.probe_every, self.probing = 0, PROBE_EVERY, False
+        self.source_drafted = dict.fromkeys(SOURCES, 0)
+        self.source_accepted = dict.fromkeys(SOURCES, 0)
 
     def state(self, req_id: str) -> RequestState:
         if req_id not in self.requests:
-            self.requests[req_id] = RequestState(DraftAndVerifyThreshold(
-                threshold=self.config.threshold, target=self.config.target_acceptance or 0.0),
-                prior=self.pooled.acceptance)
+            self.requests[req_id] = RequestState(
+                DraftAndVerifyThreshold(threshold=self.config.threshold,
+                                        target=self.config.target_acceptance or 0.0),
+                {s: Acceptance(prior=p.rate) for s, p in self.pooled.items()})
         return self.requests[req_id]
+
+    def acceptance(self, req_id: str, source: str) -> float:
+        return self.state(req_id).acceptance[source].rate
 
     def observe(self, req_ids: list[str], sampled: list[list[int]]) -> None:
         """Acceptance of each request's last drafts: all but the bonus token of what
         this step sampled for it. Drops state of requests no longer in the batch."""
+        gained = 0
         for req_id, tokens in zip(req_ids, sampled):
             st = self.requests.get(req_id)
             if st is None or not st.last_drafted or not tokens:
                 continue
             accepted = min(len(tokens) - 1, st.last_drafted)
-            st.observe(accepted, st.last_drafted)
-            self.pooled.observe(accepted, st.last_drafted)
-            if self.config.target_acceptance is not None:
+            source = st.last_source
+            st.acceptance[source].observe(accepted, st.last_drafted)
+            self.pooled[source].observe(accepted, st.last_drafted)
+            if source == "model" and self.config.target_acceptance is not None:
                 st.threshold.update(accepted, st.last_drafted)
-            self.source_drafted[st.last_source] += st.last_drafted
-            self.source_accepted[st.last_source] += accepted
+            self.source_drafted[source] += st.last_drafted
+            self.source_accepted[source] += accepted
+            gained += accepted
             st.last_drafted = 0
+        if self.probing:
+            self.probing = False
+            self.probe_every = PROBE_EVERY if gained else min(2 * self.probe_every, PROBE_MAX)
         if len(self.requests) > 2 * len(req_ids) + 64:
             live = set(req_ids)
             self.requests = {r: s for r, s in self.requests.items() if r in live}
 
-    def draft_length(self, req_ids: list[str]) -> int:
-        """The most drafts per request this step (rank 0's choice under TP)."""
+    def decide(self, req_ids: list[str], ngram_lengths: list[int]) -> tuple[int, int]:
+        """(n, m) for this step, as in `policy.best_draft`: at most n n-gram drafts per
+        request, m layer drafts for the rest. NGRAM_LENGTHS: the n-gram draft each
+        request's context offers (0: none). Under TP, rank 0's choice is the one used."""
         if not self.config.cost_model or not req_ids:
-            return self.k
+            return self.k, self.k
         costs = self.costs.costs(len(req_ids))
         if costs is None:  # nothing measured yet
-            return self.k
-        n = best_draft_length([self.state(r).acceptance for r in req_ids], costs, self.k)
-        if n == 0:
-            self.idle_steps += 1
-            if self.idle_steps >= PROBE_EVERY:
-                self.idle_steps, n = 0, 1
-        else:
+            return self.k, self.k
+        n, m = best_draft(ngram_lengths, [self.acceptance(r, "ngram") for r in req_ids],
+                          [self.acceptance(r, "model") for r in req_ids], costs, self.k)
+        if m or all(ngram_lengths) and n:
             self.idle_steps = 0
-        return n
+            return n, m
+        self.idle_steps += 1
+        if self.idle_steps < self.probe_every:
+            return n, m
+        # Acceptance is learnt only from drafts verified: try one token of each again.
+        self.idle_steps, self.probing = 0, True
+        return max(n, 1), 1
 
     def threshold(self, req_id: str) -> float:
         return self.state(req_id).threshold.threshold
@@ -178,8 +203,8 @@ class DraftController:
             # The gate dropped the first draft token: a forward paid for nothing. It
             # counts as a rejected draft, or the cost model, never seeing a verification,
             # would keep buying such forwards.
-            st.observe(0, 1)
-            self.pooled.observe(0, 1)
+            st.acceptance[source].observe(0, 1)
+            self.pooled[source].observe(0, 1)
 
     def stats(self) -> dict:
         return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted),

@@ -4,9 +4,10 @@ A trace holds, for each position of a continuation the full model produced, whet
 the draft's top token equals the full model's (`match`), how sure the draft was
 (`confidence`), and the n-gram drafts the context offered (`ngram`). `simulate` walks
 it the way the proposer drafts, with the proposer's own `DraftController` deciding (the
-cost model's draft length, the confidence gate with the Draft & Verify threshold update,
-n-gram drafts first), and counts tokens, steps and forwards; with costs in units of one
-full decode step, tokens per unit of cost is the predicted speedup over vanilla decoding.
+cost model's n-gram and layer draft lengths, each source priced on its own acceptance,
+the confidence gate with the Draft & Verify threshold update), and counts tokens, steps
+and forwards; with costs in units of one full decode step, tokens per unit of cost is
+the predicted speedup over vanilla decoding.
 """
 
 from __future__ import annotations
@@ -104,20 +105,22 @@ def simulate(trace: Trace, k: int, costs: Costs, policy: DraftConfig,
     j = 1
     while j < m:
         budget = m - j - 1  # the engine asks the policy only for requests that may draft
-        budget = min(ctl.draft_length([req]), budget) if budget else 0
-        ngram = trace.ngram[j] if policy.hybrid and trace.ngram else []
-        if ngram and budget:
-            drafted, forwards, source = min(len(ngram), budget), 0, "ngram"
+        ngram = trace.ngram[j][:budget] if policy.hybrid and trace.ngram else []
+        by_ngram, by_layers = ctl.decide([req], [len(ngram)]) if budget else (0, 0)
+        drafted = forwards = 0
+        if ngram and min(by_ngram, budget):
+            drafted, source = min(len(ngram), by_ngram, budget), "ngram"
             accepted = _accepted(ngram[:drafted])
-        else:
-            drafted = forwards = 0
+        elif not ngram and min(by_layers, budget):
             source, threshold = "model", ctl.threshold(req)
-            while drafted < budget:
+            while drafted < min(by_layers, budget):
                 forwards += 1  # a forward is paid even for the token the gate drops
                 if trace.confidence[j + drafted] < threshold:
                     break
                 drafted += 1
             accepted = _accepted(trace.match[j:j + drafted])
+        else:
+            accepted = 0
         if forwards or drafted:
             ctl.record(req, drafted, source)
         walk.add(Walk(tokens=accepted + 1, steps=1, draft_steps=int(drafted > 0),

@@ -4,8 +4,8 @@
 - `DraftAndVerifyThreshold`: the Draft & Verify paper's adaptive draft-exiting: stop
   drafting a request when the draft token's probability falls below a threshold,
   nudged after each verification towards a target acceptance rate.
-- `best_draft_length`: the draft length that maximises expected tokens per second for
-  the batch under a cost model, zero (a plain decode step) included.
+- `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
+  second for the batch under a cost model, zero (a plain decode step) included.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
 identical on every tensor-parallel rank, so every rank decides alike.
@@ -28,15 +28,26 @@ def ngram_draft(tokens: np.ndarray, min_n: int, max_n: int, k: int) -> list[int]
     []
     """
     n_tokens = len(tokens)
-    for n in range(min(max_n, n_tokens - 1), min_n - 1, -1):
-        suffix = tokens[n_tokens - n:]
-        # Windows that end before the suffix itself starts, latest first.
-        windows = np.lib.stride_tricks.sliding_window_view(tokens[:n_tokens - 1], n)
-        hits = np.flatnonzero((windows == suffix).all(axis=1))
-        if len(hits):
-            start = int(hits[-1]) + n
-            return tokens[start:start + k].tolist()
-    return []
+    max_n = min(max_n, n_tokens - 1)
+    if max_n < min_n:
+        return []
+    # Earlier positions holding the last token end the candidate occurrences; each
+    # candidate's match with the suffix is then extended backwards. One pass over the
+    # context: this runs for every request at every step.
+    ends = np.flatnonzero(tokens[:-1] == tokens[-1])
+    length = np.ones(len(ends), dtype=np.int64)
+    alive = np.ones(len(ends), dtype=bool)
+    for j in range(1, max_n):
+        alive &= ends >= j
+        alive[alive] = tokens[ends[alive] - j] == tokens[n_tokens - 1 - j]
+        if not alive.any():
+            break
+        length += alive
+    best = int(length.max()) if len(ends) else 0
+    if best < min_n:
+        return []
+    start = int(ends[np.flatnonzero(length == best)[-1]]) + 1
+    return tokens[start:start + k].tolist()
 
 
 @dataclass
@@ -88,27 +99,45 @@ def expected_tokens(acceptance: float, n: int) -> float:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step times in seconds: a draft forward for the batch, and verification of
-    `n` drafts per request, `verify[n]` (verify[0] is a plain decode step)."""
+    """Step times in seconds for a batch: one draft forward (`draft`), and a target
+    forward that verifies x drafts per request on average, `verify(x)` (x = 0 is a
+    plain decode step)."""
 
     draft: float
-    verify: tuple[float, ...]
+    verify_base: float
+    verify_per_draft: float
 
-    def step(self, n: int) -> float:
-        return n * self.draft + self.verify[n]
+    def verify(self, drafts_per_request: float) -> float:
+        return self.verify_base + self.verify_per_draft * drafts_per_request
 
 
-def best_draft_length(acceptance: list[float], costs: StepCosts, k: int) -> int:
-    """The draft length in 0..K with the most expected tokens per second for a batch
-    whose requests accept drafts with the given rates.
+def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
+               model_acceptance: list[float], costs: StepCosts, k: int) -> tuple[int, int]:
+    """(n, m): at most n n-gram drafts per request this step, and m drafts from the
+    kept layers (0 or n) for the requests without an n-gram draft, chosen for the most
+    expected tokens per second of the batch. Per request: the length of the n-gram
+    draft its context offers (0 for none; such drafts cost no forward) and the
+    acceptance of each source. (0, 0) is a plain decode step.
 
-    >>> costs = StepCosts(draft=0.2, verify=(1.0, 1.1, 1.2, 1.3, 1.4))
-    >>> best_draft_length([0.9], costs, 4)   # good drafts: draft the most
-    4
-    >>> best_draft_length([0.2], costs, 4)   # poor drafts: a plain decode step
-    0
+    >>> costs = StepCosts(draft=0.2, verify_base=1.0, verify_per_draft=0.1)
+    >>> best_draft([0], [0.6], [0.9], costs, 4)  # good layer drafts: draft the most
+    (4, 4)
+    >>> best_draft([0], [0.6], [0.2], costs, 4)  # poor ones: a plain decode step
+    (0, 0)
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4)  # free n-gram drafts only
+    (3, 0)
     """
-    def rate(n: int) -> float:
-        return sum(expected_tokens(a, n) for a in acceptance) / costs.step(n)
+    batch = len(ngram_lengths)
+    options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
 
-    return max(range(k + 1), key=lambda n: (rate(n), -n))
+    def rate(option: tuple[int, int]) -> float:
+        n, m = option
+        tokens, drafts, forwards = 0.0, 0, 0
+        for found, a_ngram, a_model in zip(ngram_lengths, ngram_acceptance, model_acceptance):
+            d, a = (min(found, n), a_ngram) if found else (m, a_model)
+            forwards = max(forwards, 0 if found else m)
+            tokens += expected_tokens(a, d)
+            drafts += d
+        return tokens / (forwards * costs.draft + costs.verify(drafts / batch))
+
+    return max(options, key=rate)  # the first of equals: fewer drafts, no forwards

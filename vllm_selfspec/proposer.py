@@ -71,13 +71,17 @@ class SelfSpecProposer:
         req_ids = self.runner.input_batch.req_ids
         self._learn(req_ids, sampled_token_ids)
         rows, budgets = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
-        budgets = np.minimum(budgets, self._draft_length([req_ids[r] for r in rows]))
-        rows, budgets = rows[budgets > 0], budgets[budgets > 0]
-        if self.plan.draft.hybrid:
-            rows, budgets = self._draft_from_context(rows, budgets, num_tokens_no_spec,
-                                                     token_ids_cpu, drafts)
-        if len(rows):
-            self._draft_with_layers(rows, budgets, num_tokens_no_spec, token_ids_cpu, drafts)
+        found = self._ngram_drafts(rows, budgets, num_tokens_no_spec, token_ids_cpu)
+        by_ngram, by_layers = self._decide([req_ids[r] for r in rows], [len(f) for f in found])
+        for r, budget, tokens in zip(rows.tolist(), budgets.tolist(), found):
+            if tokens and min(budget, by_ngram):
+                drafts[r] = tokens[:min(budget, by_ngram)]
+                self.controller.record(req_ids[r], len(drafts[r]), "ngram")
+        budgets = np.minimum(budgets, by_layers)
+        left = np.array([not f for f in found], dtype=bool) & (budgets > 0)
+        if left.any():
+            self._draft_with_layers(rows[left], budgets[left], num_tokens_no_spec,
+                                    token_ids_cpu, drafts)
         self.stats.record(drafts)
         return drafts
 
@@ -120,36 +124,34 @@ class SelfSpecProposer:
         for r in drafting.tolist():
             self.controller.record(req_ids[r], len(drafts[r]), "model")
 
-    def _draft_from_context(self, rows, budgets, num_tokens_no_spec, token_ids_cpu, drafts):
-        """Free drafts where the request's own context continues an n-gram of its tail;
-        returns the rows left for the layers."""
-        cfg, req_ids = self.plan.draft, self.runner.input_batch.req_ids
-        left = np.ones(len(rows), dtype=bool)
-        for j, (r, budget) in enumerate(zip(rows.tolist(), budgets.tolist())):
-            found = ngram_draft(token_ids_cpu[r, :num_tokens_no_spec[r]], cfg.ngram_min,
-                                cfg.ngram_max, budget)
-            if found:
-                drafts[r], left[j] = found, False
-                self.controller.record(req_ids[r], len(found), "ngram")
-        return rows[left], budgets[left]
+    def _ngram_drafts(self, rows, budgets, num_tokens_no_spec, token_ids_cpu) -> list[list[int]]:
+        """Per row, the free draft its own context offers: the tokens that followed an
+        earlier occurrence of its latest n-gram (none without the hybrid policy)."""
+        cfg = self.plan.draft
+        if not cfg.hybrid:
+            return [[] for _ in rows]
+        return [ngram_draft(token_ids_cpu[r, :num_tokens_no_spec[r]], cfg.ngram_min,
+                            cfg.ngram_max, budget)
+                for r, budget in zip(rows.tolist(), budgets.tolist())]
 
     def _learn(self, req_ids, sampled_token_ids) -> None:
-        """Acceptance of the last drafts, and what this step's verification cost."""
+        """Acceptance of the last drafts, and what the last complete step cost (the
+        one before this one: this one is still sampling)."""
         self.controller.observe(req_ids, sampled_token_ids)
-        last = step_times(self.runner).last_forward
+        last = step_times(self.runner).take_last_step()
         if last and last[0] and (last[1] - last[0]) <= self.k * last[0]:
             requests, tokens, seconds = last
             self.controller.costs.add_verify(requests, (tokens - requests) / requests, seconds)
 
-    def _draft_length(self, req_ids: list[str]) -> int:
-        n = self.controller.draft_length(req_ids)
+    def _decide(self, req_ids: list[str], ngram_lengths: list[int]) -> tuple[int, int]:
+        n, m = self.controller.decide(req_ids, ngram_lengths)
         if self.tp_size > 1 and self.plan.draft.cost_model:
             # Chosen from measured times, which differ between ranks: take rank 0's,
             # or the ranks would run different numbers of forwards and deadlock.
             from vllm.distributed import get_tp_group
 
-            n = get_tp_group().broadcast_object(n, src=0)
-        return n
+            n, m = get_tp_group().broadcast_object((n, m), src=0)
+        return n, m
 
     def _rows_to_draft(self, sampled_token_ids, num_tokens_no_spec):
         """Rows that just sampled a token, and how many tokens each may draft."""

@@ -1,4 +1,5 @@
-"""vLLM's own speculative-decoding counters, read from `LLM.get_metrics()`."""
+"""vLLM's own speculative-decoding counters, read from `LLM.get_metrics()` or summed
+over the per-request metrics of the outputs (`--per-request-spec-decode-metrics`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,28 @@ def read_spec_counts(metrics) -> SpecCounts:
                 per_pos[i] += int(v)
     return SpecCounts(totals["num_drafts"], totals["num_draft_tokens"],
                       totals["num_accepted_tokens"], tuple(per_pos))
+
+
+def spec_counts_of_outputs(outputs) -> SpecCounts:
+    """SpecCounts summed over the `spec_decode_metrics` of finished RequestOutputs.
+
+    Unlike `get_metrics()`, these belong to the engine that produced the outputs:
+    vLLM's Prometheus registry is per process, and a second engine in the process
+    unregisters the first one's counters."""
+    drafts = draft_tokens = accepted = 0
+    per_pos: list[int] = []
+    for out in outputs:
+        for completion in out.outputs:
+            m = completion.spec_decode_metrics
+            if m is None:
+                continue
+            # histogram[j]: verification steps that accepted j drafts; position i was
+            # accepted in every step that accepted more than i.
+            h = m.histogram
+            drafts += sum(h)
+            draft_tokens += m.num_draft_tokens
+            accepted += sum(j * n for j, n in enumerate(h))
+            per_pos += [0] * (len(h) - 1 - len(per_pos))
+            for i in range(len(h) - 1):
+                per_pos[i] += sum(h[i + 1:])
+    return SpecCounts(drafts, draft_tokens, accepted, tuple(per_pos))

@@ -49,9 +49,12 @@ class StepTimes:
     # Forwards that only decode (one token per request: no drafts, no prefill).
     decode_steps: int = 0
     decode_s: float = 0.0
-    # The latest execute_model: (requests, tokens scheduled, seconds), for the
-    # drafting policy's cost model.
-    last_forward: tuple[int, int, float] | None = None
+    # The latest complete step, for the drafting policy's cost model: (requests, tokens
+    # scheduled, seconds of the forward and of the sampling, drafting left out). The
+    # sampling counts because with drafts it is rejection sampling, which costs more.
+    last_step: tuple[int, int, float] | None = None
+    _forward: tuple[int, int, float] | None = None  # the step being sampled
+    _draft_in_sample: float = 0.0
 
     @contextmanager
     def timing(self, part: str, scheduler_output=None):
@@ -65,18 +68,30 @@ class StepTimes:
                 if scheduler_output is not None:
                     requests = len(scheduler_output.num_scheduled_tokens)
                     tokens = scheduler_output.total_num_scheduled_tokens
-                    self.last_forward = (requests, tokens, elapsed)
+                    self._forward = (requests, tokens, elapsed)
                     if requests and tokens == requests:
                         self.decode_steps += 1
                         self.decode_s += elapsed
+            elif part == "draft":
+                self._draft_in_sample += elapsed
+            elif part == "sample" and self._forward is not None:
+                requests, tokens, seconds = self._forward
+                self.last_step = (requests, tokens, seconds + elapsed - self._draft_in_sample)
+                self._forward, self._draft_in_sample = None, 0.0
             setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
+
+    def take_last_step(self) -> tuple[int, int, float] | None:
+        """The latest complete step, once: each step is one observation."""
+        step, self.last_step = self.last_step, None
+        return step
 
     def reset(self) -> None:
         self.__init__()
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        del d["last_forward"]
+        for private in ("last_step", "_forward", "_draft_in_sample"):
+            del d[private]
         return d
 
 
