@@ -166,6 +166,30 @@ def test_controller_turns_off_then_probes_less_and_less():
     assert c.probe_every == PROBE_EVERY
 
 
+def test_ngram_tokens_accepted_in_a_probe_step_do_not_answer_it():
+    c = _controller()
+    for _ in range(20):
+        c.record("a", 4, "model")
+        c.observe(["a"], [[1]])
+    c.idle_steps = PROBE_EVERY - 1
+    n, m = c.decide(["a", "b"], [0, 3])
+    assert (n, m) == (3, 1)  # a probe; b's n-gram draft rides along
+    c.record("a", m, "model")
+    c.record("b", n, "ngram")
+    c.observe(["a", "b"], [[1], [1, 2, 3, 4]])  # the layers' token rejected, b's accepted
+    assert c.probe_every == 2 * PROBE_EVERY
+
+
+def test_no_probes_where_even_perfect_layer_drafts_cannot_pay():
+    c = _controller()
+    # A draft forward costs five plain steps: k=4 drafts that always pass would yield
+    # 5 tokens for more than 20 steps' time.
+    c.costs.add_draft(1, 0.5)
+    layer_drafts = sum(c.decide(["a"], [0])[1] for _ in range(4 * PROBE_MAX))
+    assert layer_drafts == 0
+    assert c.decide(["a"], [2]) == (2, 0)  # n-gram drafts, free of forwards, still go
+
+
 def test_rejected_layer_drafts_leave_ngram_drafts_on():
     c = _controller()
     for _ in range(20):

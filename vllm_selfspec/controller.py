@@ -163,7 +163,9 @@ class DraftController:
                 st.threshold.update(accepted, st.last_drafted)
             self.source_drafted[source] += st.last_drafted
             self.source_accepted[source] += accepted
-            gained += accepted
+            # Only layer drafts answer a probe: n-gram drafts verified in the same step
+            # say nothing about whether the layers pay.
+            gained += accepted if source == "model" else 0
             st.last_drafted = 0
         if self.probing:
             self.probing = False
@@ -181,7 +183,8 @@ class DraftController:
         costs = self.costs.costs(len(req_ids))
         if costs is None:  # nothing measured yet
             return self.k, self.k
-        n, m = best_draft(ngram_lengths, [self.acceptance(r, "ngram") for r in req_ids],
+        ngram_acceptance = [self.acceptance(r, "ngram") for r in req_ids]
+        n, m = best_draft(ngram_lengths, ngram_acceptance,
                           [self.acceptance(r, "model") for r in req_ids], costs, self.k)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
@@ -189,8 +192,14 @@ class DraftController:
         self.idle_steps += 1
         if self.idle_steps < self.probe_every:
             return n, m
-        # Acceptance is learnt only from drafts verified: try one token of each again.
-        self.idle_steps, self.probing = 0, True
+        self.idle_steps = 0
+        # Acceptance is learnt only from drafts verified: try one token of each again,
+        # unless not even drafts that always pass would pay for the draft forward at
+        # this batch size (at large batches a forward costs more than it can gain).
+        perfect = [1.0] * len(req_ids)
+        if not best_draft(ngram_lengths, ngram_acceptance, perfect, costs, self.k)[1]:
+            return n, m
+        self.probing = True
         return max(n, 1), 1
 
     def threshold(self, req_id: str) -> float:
