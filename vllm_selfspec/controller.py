@@ -21,8 +21,8 @@ PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
 DECAY = 0.9  # weight of older verifications in a request's acceptance estimate
 POOLED_DECAY = 0.99  # the same across requests: the prior of each new request
 # Steps without layer drafts before a one-token probe re-measures their acceptance;
-# doubled after each probe that gains nothing, so a plan whose drafts never pass
-# costs a forward every PROBE_MAX steps, not every PROBE_EVERY.
+# doubled after each probe that does not turn layer drafting back on, so a plan whose
+# drafts do not pay costs a forward every PROBE_MAX steps, not every PROBE_EVERY.
 PROBE_EVERY, PROBE_MAX = 8, 64
 
 
@@ -150,7 +150,6 @@ class DraftController:
     def observe(self, req_ids: list[str], sampled: list[list[int]]) -> None:
         """Acceptance of each request's last drafts: all but the bonus token of what
         this step sampled for it. Drops state of requests no longer in the batch."""
-        gained = 0
         for req_id, tokens in zip(req_ids, sampled):
             st = self.requests.get(req_id)
             if st is None or not st.last_drafted or not tokens:
@@ -163,13 +162,13 @@ class DraftController:
                 st.threshold.update(accepted, st.last_drafted)
             self.source_drafted[source] += st.last_drafted
             self.source_accepted[source] += accepted
-            # Only layer drafts answer a probe: n-gram drafts verified in the same step
-            # say nothing about whether the layers pay.
-            gained += accepted if source == "model" else 0
             st.last_drafted = 0
         if self.probing:
+            # Backs off until a probe's evidence makes the cost model draft with the
+            # layers again (see `decide`); a probe whose token passed is not enough, as
+            # a batch may not afford a draft forward for what such tokens win.
             self.probing = False
-            self.probe_every = PROBE_EVERY if gained else min(2 * self.probe_every, PROBE_MAX)
+            self.probe_every = min(2 * self.probe_every, PROBE_MAX)
         if len(self.requests) > 2 * len(req_ids) + 64:
             live = set(req_ids)
             self.requests = {r: s for r, s in self.requests.items() if r in live}
@@ -188,6 +187,8 @@ class DraftController:
                           [self.acceptance(r, "model") for r in req_ids], costs, self.k)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
+            if m:  # layer drafts pay again: once they stop, probe soon
+                self.probe_every = PROBE_EVERY
             return n, m
         self.idle_steps += 1
         if self.idle_steps < self.probe_every:
