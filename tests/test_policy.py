@@ -108,7 +108,7 @@ def test_decaying_fit_recovers_a_line():
 
 
 def test_cost_tracker_uses_the_nearest_batch_and_priors():
-    t = CostTracker(k=4, draft_share=0.5)
+    t = CostTracker(draft_share=0.5)
     assert t.costs(1) is None
     t.add_verify(1, 0, 0.1)
     c = t.costs(1)

@@ -88,7 +88,6 @@ class CostTracker:
     """Measured step times by batch size: a draft forward, and a target forward that
     verifies n drafts per request (n = 0: a plain decode step), fitted as a + b*n."""
 
-    k: int
     draft_share: float  # draft forward / decode forward, assumed until measured
     draft: dict[int, DecayingFit] = field(default_factory=dict)
     verify: dict[int, DecayingFit] = field(default_factory=dict)
@@ -127,7 +126,7 @@ class DraftController:
     def __init__(self, config: DraftConfig, k: int, draft_share: float):
         self.config = config
         self.k = k
-        self.costs = CostTracker(k=k, draft_share=draft_share)
+        self.costs = CostTracker(draft_share=draft_share)
         self.requests: dict[str, RequestState] = {}
         # Acceptance over all requests, by source: short requests would otherwise pay
         # for drafts on the strength of a fixed prior before their own evidence comes in.
@@ -182,9 +181,10 @@ class DraftController:
         costs = self.costs.costs(len(req_ids))
         if costs is None:  # nothing measured yet
             return self.k, self.k
-        ngram_acceptance = [self.acceptance(r, "ngram") for r in req_ids]
+        states = [self.state(r) for r in req_ids]
+        ngram_acceptance = [st.acceptance["ngram"].rate for st in states]
         n, m = best_draft(ngram_lengths, ngram_acceptance,
-                          [self.acceptance(r, "model") for r in req_ids], costs, self.k)
+                          [st.acceptance["model"].rate for st in states], costs, self.k)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
