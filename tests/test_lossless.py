@@ -9,7 +9,7 @@ import yaml
 from helpers import (ALL_TOKENS, EACH_TOKENS, K, PLANS, first_difference, generate_all,
                      generate_each, greedy, prefixes, running_llm)
 
-from vllm_selfspec.engine import draft_stats, selfspec_kwargs, set_plan
+from vllm_selfspec.engine import draft_stats, runner_stats, selfspec_kwargs, set_plan
 from vllm_selfspec.plan import FIXED_K, draft_overrides, parse_plan
 from vllm_selfspec.spec_metrics import read_spec_counts
 
@@ -35,6 +35,10 @@ def test_greedy_identity(llm, vanilla, kind):
     batched = generate_all(llm, vanilla["prompts"], greedy(ALL_TOKENS))
     assert batched == vanilla["all"], f"{kind}, all at once: " + first_difference(
         batched, vanilla["all"])
+    # The scheduler's queue reaches the policy (without it every step would be priced
+    # for throughput): all prompts fit in the batch, nothing waits.
+    objective = runner_stats(llm)["policy"]["objective_steps"]
+    assert objective["slowest"] > 0 and objective["throughput"] == 0, objective
     each = generate_each(llm, vanilla["prompts"], greedy(EACH_TOKENS))
     assert each == vanilla["each"], f"{kind}, batch 1: " + first_difference(
         each, vanilla["each"])

@@ -5,16 +5,21 @@ import doctest
 import numpy as np
 import pytest
 
-from vllm_selfspec import policy
+from vllm_selfspec import controller, policy
 from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, Acceptance, CostTracker,
-                                      DecayingFit, DraftController)
+                                      DraftController)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
                                   expected_tokens, ngram_draft)
 
 
 def test_doctests():
-    assert doctest.testmod(policy).failed == 0
+    for module in (policy, controller):
+        assert doctest.testmod(module).failed == 0
+
+
+def _line(draft, per_draft, batch=1):
+    return StepCosts.line(draft, 1.0, per_draft, batch, k=4)
 
 
 def test_ngram_prefers_the_longest_and_latest_match():
@@ -70,53 +75,77 @@ def test_expected_tokens_grow_with_acceptance():
 
 
 def test_cost_model_turns_drafting_off_when_drafts_are_rejected():
-    costs = StepCosts(draft=0.3, verify_base=1.0, verify_per_draft=0.1)
+    costs = _line(0.3, 0.1, batch=2)
     assert best_draft([0, 0], [0.6] * 2, [0.05, 0.1], costs, 4) == (0, 0)
     n, m = best_draft([0, 0], [0.6] * 2, [0.95, 0.9], costs, 4)
     assert m == n >= 3
     # Expensive verification (as on CPU) makes shorter drafts pay better.
-    steep = StepCosts(draft=0.3, verify_base=1.0, verify_per_draft=0.3)
-    assert best_draft([0], [0.6], [0.8], steep, 4)[0] < best_draft([0], [0.6], [0.8], costs, 4)[0]
+    steep, cheap = _line(0.3, 0.3), _line(0.3, 0.1)
+    assert best_draft([0], [0.6], [0.8], steep, 4)[0] < best_draft([0], [0.6], [0.8], cheap, 4)[0]
 
 
 def test_each_source_is_priced_on_its_own_acceptance():
-    cheap = StepCosts(draft=0.3, verify_base=1.0, verify_per_draft=0.02)
+    cheap = _line(0.3, 0.02, batch=2)
     # Layer drafts that fail do not stop free n-gram drafts that pass ...
     assert best_draft([4, 0], [0.9, 0.9], [0.0, 0.0], cheap, 4) == (4, 0)
     # ... and n-gram drafts that pass do not buy layer forwards for the other request.
     assert best_draft([2, 0], [0.9, 0.9], [0.1, 0.1], cheap, 4) == (2, 0)
     # Good layer drafts, cheap enough, are bought for the requests without an n-gram draft.
-    cheap_layers = StepCosts(draft=0.1, verify_base=1.0, verify_per_draft=0.02)
+    cheap_layers = _line(0.1, 0.02, batch=2)
     assert best_draft([2, 0], [0.9, 0.9], [0.9, 0.9], cheap_layers, 4) == (4, 4)
     # In a large batch on a CPU each token adds to the step (here 16 requests, a draft
     # token 0.6/16 of a step): free drafts must pay for their verification, and
     # mediocre ones do not.
-    batch16 = StepCosts(draft=0.5, verify_base=1.0, verify_per_draft=0.6)
+    batch16 = _line(0.5, 0.6, batch=16)
     assert best_draft([4] * 2 + [0] * 14, [0.3] * 16, [0.0] * 16, batch16, 4) == (0, 0)
     assert best_draft([4] * 16, [0.95] * 16, [0.0] * 16, batch16, 4)[0] > 0
 
 
-def test_decaying_fit_recovers_a_line():
-    fit = DecayingFit()
-    for n in [0, 1, 2, 3, 4] * 5:
-        fit.add(n, 2.0 + 0.5 * n)
-    a, b = fit.line()
-    assert a == pytest.approx(2.0) and b == pytest.approx(0.5)
-    one = DecayingFit()
-    one.add(0, 1.0)
-    assert one.line() == (1.0, None)
-
-
-def test_cost_tracker_uses_the_nearest_batch_and_priors():
+def test_batch_sizes_not_seen_verifying_are_priced_by_tokens():
     t = CostTracker(draft_share=0.5)
-    assert t.costs(1) is None
-    t.add_verify(1, 0, 0.1)
-    c = t.costs(1)
-    assert c.draft == pytest.approx(0.05) and c.verify(4) == pytest.approx(0.14)
-    t.add_draft(1, 0.02)
-    t.add_verify(1, 4, 0.3)
-    c = t.costs(4)  # batch 4 unmeasured: batch 1's line
-    assert c.verify(4) == pytest.approx(0.3) and c.verify(0) == pytest.approx(0.1)
+    assert t.costs(1, 4) is None
+    t.add_verify(4, 1.0)  # batch 4 decoding
+    t.add_verify(16, 1.6)  # batch 4 verifying 3 drafts each
+    t.add_verify(20, 1.8)
+    c = t.costs(3, 4)  # batch 3, never seen: 15 tokens cost about what 16 do
+    assert c.verify[0] == pytest.approx(1.0) and c.verify[12] == pytest.approx(1.55)
+    assert c.draft == pytest.approx(0.5)  # the assumed share of a decode step
+    t.add_draft(4, 0.4)
+    assert t.costs(4, 4).draft == pytest.approx(0.4)
+    assert t.costs(20, 4).draft == pytest.approx(1.8 * 0.4)  # batch 4's share of a step
+    # Past 20 tokens: the slope over the upper half measured (0.05 s a token from 4 to 20).
+    assert t.costs(20, 4).verify[10] == pytest.approx(1.8 + 10 * 0.05)
+
+
+def test_until_two_token_counts_are_measured_a_token_costs_a_tenth_at_most():
+    t = CostTracker(draft_share=0.5)
+    t.add_verify(1, 0.1)
+    assert t.costs(1, 4).verify[4] == pytest.approx(0.14)
+    t = CostTracker(draft_share=0.5)
+    t.add_verify(16, 1.6)  # 16 decoding: a token costs at most its 1/16 share
+    assert t.costs(16, 4).verify[16] == pytest.approx(1.6 + 16 * 0.1)
+
+
+def test_nothing_is_drafted_before_a_step_is_measured():
+    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
+    assert c.decide(["a"], [3]) == (0, 0)
+    c.costs.add_verify(1, 0.1)
+    assert c.decide(["a"], [3])[0] > 0
+
+
+def test_when_nothing_waits_drafts_must_speed_up_the_slowest_request():
+    c = _controller()
+    for _ in range(20):
+        c.record("b", 4, "model")
+        c.observe(["b"], [[1]])  # b's layer drafts fail
+    # Two requests with as many tokens left: an n-gram draft for one of them only
+    # lengthens the step the other one finishes in.
+    assert c.decide(["a", "b"], [3, 0], remaining=[20, 20]) == (0, 0)
+    assert c.decide(["a", "b"], [3, 3], remaining=[20, 20])[0] > 0
+    # b is more than one step's drafts ahead: a's drafts decide when the batch is done.
+    assert c.decide(["a", "b"], [3, 0], remaining=[20, 10])[0] > 0
+    assert c.decide(["a", "b"], [3, 0])[0] > 0  # requests waiting: tokens per second
+    assert c.stats()["objective_steps"] == {"slowest": 3, "throughput": 1}
 
 
 def test_acceptance_learns_from_verifications():
@@ -132,8 +161,8 @@ def test_acceptance_learns_from_verifications():
 
 def _controller(**draft) -> DraftController:
     c = DraftController(DraftConfig(**draft), k=4, draft_share=0.2)
-    c.costs.add_verify(1, 0, 0.1)
-    c.costs.add_verify(1, 4, 0.12)
+    c.costs.add_verify(1, 0.1)
+    c.costs.add_verify(5, 0.12)
     return c
 
 
@@ -204,7 +233,7 @@ def test_rejected_layer_drafts_leave_ngram_drafts_on():
     assert c.acceptance("a", "ngram") < 0.15
     # Verifying a draft costs 5% of a step here: worth it down to 5% acceptance.
     assert c.decide(["a"], [3]) == (1, 0)
-    c.costs.add_verify(1, 4, 0.3)  # verification measured dearer: the line steepens
+    c.costs.add_verify(5, 0.3)  # verification measured dearer: the line steepens
     assert c.decide(["a"], [3]) == (0, 0)
     assert c.stats()["drafted"] == {"model": 80, "ngram": 60}
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from vllm_selfspec.plan import DraftConfig
 from vllm_selfspec.policy import DraftAndVerifyThreshold, StepCosts, best_draft
 
@@ -24,6 +26,8 @@ POOLED_DECAY = 0.99  # the same across requests: the prior of each new request
 # doubled after each probe that does not turn layer drafting back on, so a plan whose
 # drafts do not pay costs a forward every PROBE_MAX steps, not every PROBE_EVERY.
 PROBE_EVERY, PROBE_MAX = 8, 64
+# Extra forward time per extra token, as a share of the step, until measured.
+PRIOR_TOKEN_SHARE = 0.1
 
 
 @dataclass
@@ -56,70 +60,99 @@ class RequestState:
 
 
 @dataclass
-class DecayingFit:
-    """Least-squares line y = a + b*x over exponentially decaying observations."""
+class DecayingMean:
+    decay: float = 0.9
+    weight: float = 0.0
+    total: float = 0.0
 
-    decay: float = 0.95
-    w: float = 0.0
-    sx: float = 0.0
-    sy: float = 0.0
-    sxx: float = 0.0
-    sxy: float = 0.0
+    def add(self, value: float) -> None:
+        self.weight = self.decay * self.weight + 1
+        self.total = self.decay * self.total + value
 
-    def add(self, x: float, y: float) -> None:
-        d = self.decay
-        self.w, self.sx, self.sy = d * self.w + 1, d * self.sx + x, d * self.sy + y
-        self.sxx, self.sxy = d * self.sxx + x * x, d * self.sxy + x * y
+    @property
+    def mean(self) -> float:
+        return self.total / self.weight
 
-    def line(self) -> tuple[float, float] | None:
-        """(a, b), or None before any observation; b is None without spread in x."""
-        if not self.w:
+
+@dataclass
+class StepTimeCurve:
+    """Seconds of a target forward by the number of tokens it runs, whatever mix of
+    requests and drafts makes them up: a decaying mean per token count, linear in
+    between. A batch size not yet seen verifying drafts is then priced from what other
+    batch sizes' steps of as many tokens cost (4 requests with 3 drafts each are 16
+    tokens, as are 16 requests decoding), not from an assumed slope."""
+
+    points: dict[int, DecayingMean] = field(default_factory=dict)
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.points.setdefault(tokens, DecayingMean()).add(seconds)
+
+    def table(self, first: int, count: int) -> tuple[float, ...] | None:
+        """Seconds for FIRST, FIRST + 1, ... tokens (COUNT of them); None before any
+        step is measured.
+
+        Fewer tokens than any measured cost what the fewest measured do. Past the most
+        measured, the curve goes on with the slope over the upper half of what was
+        measured, or, with nothing measured below half the most, a tenth of the step
+        per token, at most the step's average per token (where compute-bound, a token
+        costs about its share of the step, and less where bound by weight reads).
+
+        >>> c = StepTimeCurve()
+        >>> c.add(4, 1.0); c.add(8, 1.2)
+        >>> [round(s, 2) for s in c.table(2, 9)]
+        [1.0, 1.0, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3]
+        """
+        if not self.points:
             return None
-        mx, my = self.sx / self.w, self.sy / self.w
-        var = self.sxx / self.w - mx * mx
-        if var < 1e-6:
-            return my, None
-        b = (self.sxy / self.w - mx * my) / var
-        return my - b * mx, b
+        xs = sorted(self.points)
+        ys = [self.points[x].mean for x in xs]
+        top, at_top = xs[-1], ys[-1]
+        below = [i for i, x in enumerate(xs) if x <= top / 2]
+        if below:
+            slope = max((at_top - ys[below[-1]]) / (top - xs[below[-1]]), 0.0)
+        else:
+            slope = at_top * min(PRIOR_TOKEN_SHARE, 1 / top)
+        tokens = np.arange(first, first + count)
+        inside = np.interp(tokens, xs, ys)  # flat below the fewest
+        return tuple(np.where(tokens > top, at_top + slope * (tokens - top), inside).tolist())
 
 
 @dataclass
 class CostTracker:
-    """Measured step times by batch size: a draft forward, and a target forward that
-    verifies n drafts per request (n = 0: a plain decode step), fitted as a + b*n."""
+    """Measured step times: target forwards by tokens run (`StepTimeCurve`), draft
+    forwards by batch size."""
 
     draft_share: float  # draft forward / decode forward, assumed until measured
-    draft: dict[int, DecayingFit] = field(default_factory=dict)
-    verify: dict[int, DecayingFit] = field(default_factory=dict)
+    verify: StepTimeCurve = field(default_factory=StepTimeCurve)
+    draft: dict[int, DecayingMean] = field(default_factory=dict)
 
     def add_draft(self, batch: int, seconds: float) -> None:
-        self.draft.setdefault(batch, DecayingFit()).add(0.0, seconds)
+        self.draft.setdefault(batch, DecayingMean()).add(seconds)
 
-    def add_verify(self, batch: int, drafts_per_request: float, seconds: float) -> None:
-        self.verify.setdefault(batch, DecayingFit()).add(drafts_per_request, seconds)
+    def add_verify(self, tokens: int, seconds: float) -> None:
+        self.verify.add(tokens, seconds)
 
-    def costs(self, batch: int) -> StepCosts | None:
-        known = [b for b, fit in self.verify.items() if fit.line()]
-        if not known:
+    def costs(self, batch: int, k: int) -> StepCosts | None:
+        """Costs of a step of BATCH requests drafting up to K tokens each; None before
+        any step is measured."""
+        verify = self.verify.table(batch, batch * k + 1)
+        if verify is None:
             return None
-        a, b = self.verify[min(known, key=lambda x: abs(x - batch))].line()
-        a = max(a, 1e-6)
-        if b is None:  # only one draft length seen so far: assume 10% a token
-            b = 0.1 * a
-        draft = self.draft.get(batch)
-        draft_s = draft.line()[0] if draft and draft.line() else a * self.draft_share
-        return StepCosts(draft=draft_s, verify_base=a, verify_per_draft=max(b, 0.0))
+        if batch in self.draft:
+            draft_s = self.draft[batch].mean
+        elif self.draft:
+            # Another batch size's draft forward, as a share of its decode step.
+            near = min(self.draft, key=lambda b: abs(b - batch))
+            draft_s = verify[0] * self.draft[near].mean / self.verify.table(near, 1)[0]
+        else:
+            draft_s = verify[0] * self.draft_share
+        return StepCosts(draft=draft_s, verify=verify)
 
-    def summary(self) -> dict[int, dict]:
-        """Per batch size: verification seconds as [a, b] (a + b * drafts per request)
-        and the draft forward's seconds, as measured so far."""
-        out = {}
-        for batch, fit in self.verify.items():
-            line = fit.line()
-            draft = self.draft.get(batch)
-            out[batch] = {"verify": list(line) if line else None,
-                          "draft_s": draft.line()[0] if draft and draft.line() else None}
-        return out
+    def summary(self) -> dict:
+        """Seconds as measured so far: target forwards by tokens run, draft forwards by
+        batch size."""
+        return {"verify_s": {x: m.mean for x, m in sorted(self.verify.points.items())},
+                "draft_s": {b: m.mean for b, m in sorted(self.draft.items())}}
 
 
 class DraftController:
@@ -134,6 +167,7 @@ class DraftController:
         self.idle_steps, self.probe_every, self.probing = 0, PROBE_EVERY, False
         self.source_drafted = dict.fromkeys(SOURCES, 0)
         self.source_accepted = dict.fromkeys(SOURCES, 0)
+        self.objective_steps = {"throughput": 0, "slowest": 0}  # steps priced each way
 
     def state(self, req_id: str) -> RequestState:
         if req_id not in self.requests:
@@ -172,19 +206,29 @@ class DraftController:
             live = set(req_ids)
             self.requests = {r: s for r, s in self.requests.items() if r in live}
 
-    def decide(self, req_ids: list[str], ngram_lengths: list[int]) -> tuple[int, int]:
+    def decide(self, req_ids: list[str], ngram_lengths: list[int],
+               remaining: list[int] | None = None) -> tuple[int, int]:
         """(n, m) for this step, as in `policy.best_draft`: at most n n-gram drafts per
         request, m layer drafts for the rest. NGRAM_LENGTHS: the n-gram draft each
-        request's context offers (0: none). Under TP, rank 0's choice is the one used."""
+        request's context offers (0: none). REMAINING: the tokens each request may
+        still generate, given when no request waits for a place in the batch (then
+        the batch is priced by its slowest requests), None while some do. Under TP,
+        rank 0's choice is the one used."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
-        costs = self.costs.costs(len(req_ids))
-        if costs is None:  # nothing measured yet
-            return self.k, self.k
+        costs = self.costs.costs(len(req_ids), self.k)
+        if costs is None:  # nothing measured yet: a plain step, to measure one
+            return 0, 0
+        critical = None
+        if remaining is not None:
+            # Within one step's drafts of the longest: any of them may finish last.
+            critical = [r > max(remaining) - self.k - 1 for r in remaining]
+        self.objective_steps["slowest" if critical else "throughput"] += 1
         states = [self.state(r) for r in req_ids]
         ngram_acceptance = [st.acceptance["ngram"].rate for st in states]
         n, m = best_draft(ngram_lengths, ngram_acceptance,
-                          [st.acceptance["model"].rate for st in states], costs, self.k)
+                          [st.acceptance["model"].rate for st in states], costs, self.k,
+                          critical)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
@@ -198,7 +242,8 @@ class DraftController:
         # unless not even drafts that always pass would pay for the draft forward at
         # this batch size (at large batches a forward costs more than it can gain).
         perfect = [1.0] * len(req_ids)
-        if not best_draft(ngram_lengths, ngram_acceptance, perfect, costs, self.k)[1]:
+        if not best_draft(ngram_lengths, ngram_acceptance, perfect, costs, self.k,
+                          critical)[1]:
             return n, m
         self.probing = True
         return max(n, 1), 1
@@ -218,4 +263,4 @@ class DraftController:
 
     def stats(self) -> dict:
         return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted),
-                "costs": self.costs.summary()}
+                "objective_steps": dict(self.objective_steps), "costs": self.costs.summary()}

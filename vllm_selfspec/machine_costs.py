@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vllm_selfspec.objective import Costs
@@ -157,12 +158,14 @@ def measure_engine(model_path: str, prompts: list[str], k: int, dtype: str,
             for p in prompts:
                 llm.generate([p], SamplingParams(temperature=0.0, max_tokens=max_tokens),
                              use_tqdm=False)
-            costs = runner_stats(llm)["policy"]["costs"][1]
+            costs = runner_stats(llm)["policy"]["costs"]
         finally:
             llm.llm_engine.engine_core.shutdown()
-    a, b = costs["verify"]
-    return EngineCosts(decode_s=a, verify_per_draft_s=max(b or 0.0, 0.0),
-                       draft_full_s=costs["draft_s"])
+    # At batch 1, a forward of 1 + n tokens verifies n drafts.
+    seen = [(n, costs["verify_s"][1 + n]) for n in range(k + 1) if 1 + n in costs["verify_s"]]
+    slope, base = np.polyfit(*zip(*seen), 1) if len(seen) > 1 else (0.0, seen[0][1])
+    return EngineCosts(decode_s=float(base), verify_per_draft_s=max(float(slope), 0.0),
+                       draft_full_s=costs["draft_s"][1])
 
 
 def _num_layers(model_path: str) -> int:

@@ -76,8 +76,8 @@ def _accepted(matches) -> int:
 def controller_for(costs: Costs, k: int, policy: DraftConfig) -> DraftController:
     """The proposer's controller, with COSTS as if it had measured them already."""
     ctl = DraftController(policy, k, draft_share=costs.draft)
-    for n in (0, k):
-        ctl.costs.add_verify(1, n, costs.verify[n])
+    for n in range(k + 1):
+        ctl.costs.add_verify(1 + n, costs.verify[n])
     ctl.costs.add_draft(1, costs.draft)
     return ctl
 

@@ -108,11 +108,21 @@ def propose_draft_token_ids(original, runner, *args, **kwargs):
     return drafts
 
 
+def schedule(original, scheduler, *args, **kwargs):
+    # The drafting policy prices a step differently when no request waits for a place
+    # in the batch (policy.best_draft); only the scheduler knows, and its output is
+    # what reaches every worker (pickled whole to other processes).
+    output = original(scheduler, *args, **kwargs)
+    output.selfspec_waiting = scheduler.get_request_counts()[1]
+    return output
+
+
 def execute_model(original, runner, scheduler_output, *args, **kwargs):
-    # Timing only (stats.StepTimes): the step-time split of `vllm-selfspec bench`, and
-    # the verification costs the drafting policy weighs.
+    # Timing (stats.StepTimes): the step-time split of `vllm-selfspec bench`, and the
+    # verification costs the drafting policy weighs; and the queue `schedule` stamped.
     from vllm_selfspec.stats import step_times
 
+    runner.selfspec_waiting = getattr(scheduler_output, "selfspec_waiting", None)
     with step_times(runner).timing("forward", scheduler_output):
         return original(runner, scheduler_output, *args, **kwargs)
 
@@ -163,6 +173,7 @@ def ray_accelerator_ids(original, context):
 def hooks() -> list[Hook]:
     from vllm.config import VllmConfig
     from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.sample import rejection_sampler
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
@@ -174,7 +185,8 @@ def hooks() -> list[Hook]:
              "look-ahead KV slots for draft K/V"),
         Hook(GPUModelRunner, "propose_draft_token_ids", propose_draft_token_ids,
              "runner handle and draft probabilities"),
-        Hook(GPUModelRunner, "execute_model", execute_model, "step timing"),
+        Hook(Scheduler, "schedule", schedule, "queue length for the drafting policy"),
+        Hook(GPUModelRunner, "execute_model", execute_model, "step timing, queue length"),
         Hook(GPUModelRunner, "sample_tokens", sample_tokens, "step timing"),
         Hook(rejection_sampler, "expand_batch_to_tokens", expand_batch_to_tokens,
              "correct per-token sampling parameters on CPU"),

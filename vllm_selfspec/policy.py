@@ -5,7 +5,8 @@
   drafting a request when the draft token's probability falls below a threshold,
   nudged after each verification towards a target acceptance rate.
 - `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
-  second for the batch under a cost model, zero (a plain decode step) included.
+  second under a cost model (of the batch, or of its slowest requests when nothing
+  waits for a place in it), zero (a plain decode step) included.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
 identical on every tensor-parallel rank, so every rank decides alike.
@@ -99,45 +100,65 @@ def expected_tokens(acceptance: float, n: int) -> float:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Step times in seconds for a batch: one draft forward (`draft`), and a target
-    forward that verifies x drafts per request on average, `verify(x)` (x = 0 is a
-    plain decode step)."""
+    """Step times in seconds for a batch: one draft forward (`draft`), and the target
+    forward that verifies d drafted tokens in all, `verify[d]` (d = 0 is a plain decode
+    step; d runs to batch * k)."""
 
     draft: float
-    verify_base: float
-    verify_per_draft: float
+    verify: tuple[float, ...]
 
-    def verify(self, drafts_per_request: float) -> float:
-        return self.verify_base + self.verify_per_draft * drafts_per_request
+    @classmethod
+    def line(cls, draft: float, base: float, per_draft: float, batch: int,
+             k: int) -> StepCosts:
+        """Verification growing by PER_DRAFT for each draft per request.
+
+        >>> StepCosts.line(0.2, 1.0, 0.1, batch=2, k=1).verify
+        (1.0, 1.05, 1.1)
+        """
+        return cls(draft, tuple(base + per_draft * d / batch for d in range(batch * k + 1)))
 
 
 def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
-               model_acceptance: list[float], costs: StepCosts, k: int) -> tuple[int, int]:
+               model_acceptance: list[float], costs: StepCosts, k: int,
+               critical: list[bool] | None = None) -> tuple[int, int]:
     """(n, m): at most n n-gram drafts per request this step, and m drafts from the
-    kept layers (0 or n) for the requests without an n-gram draft, chosen for the most
-    expected tokens per second of the batch. Per request: the length of the n-gram
-    draft its context offers (0 for none; such drafts cost no forward) and the
-    acceptance of each source. (0, 0) is a plain decode step.
+    kept layers (0 or n) for the requests without an n-gram draft. Per request: the
+    length of the n-gram draft its context offers (0 for none; such drafts cost no
+    forward) and the acceptance of each source. (0, 0) is a plain decode step.
 
-    >>> costs = StepCosts(draft=0.2, verify_base=1.0, verify_per_draft=0.1)
-    >>> best_draft([0], [0.6], [0.9], costs, 4)  # good layer drafts: draft the most
+    Without CRITICAL the choice maximises the batch's expected tokens per second: right
+    while requests wait for a place in the batch, whose throughput they wait on. With it
+    (requests that have the most tokens left) it maximises the expected tokens per
+    second of the slowest critical request: when nothing waits, the batch is done when
+    they are, and drafts for the others only lengthen everyone's steps.
+
+    >>> costs = StepCosts.line(draft=0.2, base=1.0, per_draft=0.1, batch=2, k=4)
+    >>> best_draft([0, 0], [0.6] * 2, [0.9] * 2, costs, 4)  # good layer drafts: the most
     (4, 4)
-    >>> best_draft([0], [0.6], [0.2], costs, 4)  # poor ones: a plain decode step
+    >>> best_draft([0, 0], [0.6] * 2, [0.2] * 2, costs, 4)  # poor ones: a plain decode step
     (0, 0)
     >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4)  # free n-gram drafts only
     (3, 0)
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [True, True])  # ... no help
+    (0, 0)
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [True, False])  # to the last
+    (3, 0)
     """
-    batch = len(ngram_lengths)
     options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
 
     def rate(option: tuple[int, int]) -> float:
         n, m = option
-        tokens, drafts, forwards = 0.0, 0, 0
-        for found, a_ngram, a_model in zip(ngram_lengths, ngram_acceptance, model_acceptance):
+        tokens, slowest, drafts, forwards = 0.0, float("inf"), 0, 0
+        for i, (found, a_ngram, a_model) in enumerate(
+                zip(ngram_lengths, ngram_acceptance, model_acceptance)):
             d, a = (min(found, n), a_ngram) if found else (m, a_model)
             forwards = max(forwards, 0 if found else m)
-            tokens += expected_tokens(a, d)
+            expected = expected_tokens(a, d)
+            tokens += expected
+            if critical is not None and critical[i]:
+                slowest = min(slowest, expected)
             drafts += d
-        return tokens / (forwards * costs.draft + costs.verify(drafts / batch))
+        gain = tokens if critical is None else slowest
+        return gain / (forwards * costs.draft + costs.verify[drafts])
 
     return max(options, key=rate)  # the first of equals: fewer drafts, no forwards

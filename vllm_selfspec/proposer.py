@@ -70,9 +70,13 @@ class SelfSpecProposer:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         req_ids = self.runner.input_batch.req_ids
         self._learn(req_ids, sampled_token_ids)
-        rows, budgets = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
+        rows, budgets, remaining = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
         found = self._ngram_drafts(rows, budgets, num_tokens_no_spec, token_ids_cpu)
-        by_ngram, by_layers = self._decide([req_ids[r] for r in rows], [len(f) for f in found])
+        # The scheduler's queue, stamped on this step's scheduler output (patches.py).
+        if getattr(self.runner, "selfspec_waiting", None) != 0:
+            remaining = None
+        by_ngram, by_layers = self._decide([req_ids[r] for r in rows],
+                                           [len(f) for f in found], remaining)
         for r, budget, tokens in zip(rows.tolist(), budgets.tolist(), found):
             if tokens and min(budget, by_ngram):
                 drafts[r] = tokens[:min(budget, by_ngram)]
@@ -140,11 +144,10 @@ class SelfSpecProposer:
         self.controller.observe(req_ids, sampled_token_ids)
         last = step_times(self.runner).take_last_step()
         if last and last[0] and (last[1] - last[0]) <= self.k * last[0]:
-            requests, tokens, seconds = last
-            self.controller.costs.add_verify(requests, (tokens - requests) / requests, seconds)
+            self.controller.costs.add_verify(last[1], last[2])
 
-    def _decide(self, req_ids: list[str], ngram_lengths: list[int]) -> tuple[int, int]:
-        n, m = self.controller.decide(req_ids, ngram_lengths)
+    def _decide(self, req_ids, ngram_lengths, remaining) -> tuple[int, int]:
+        n, m = self.controller.decide(req_ids, ngram_lengths, remaining)
         if self.tp_size > 1 and self.plan.draft.cost_model:
             # Chosen from measured times, which differ between ranks: take rank 0's,
             # or the ranks would run different numbers of forwards and deadlock.
@@ -154,10 +157,11 @@ class SelfSpecProposer:
         return n, m
 
     def _rows_to_draft(self, sampled_token_ids, num_tokens_no_spec):
-        """Rows that just sampled a token, and how many tokens each may draft."""
+        """Rows that just sampled a token, how many tokens each may draft, and how many
+        it may still generate after this step's."""
         input_batch = self.runner.input_batch
         block_table = input_batch.block_table[0]
-        rows, budgets = [], []
+        rows, budgets, remaining = [], [], []
         for i, sampled in enumerate(sampled_token_ids):
             if not sampled:  # mid-prefill chunk, or a discarded request
                 continue
@@ -167,9 +171,10 @@ class SelfSpecProposer:
             # Drafted tokens take positions num_tokens.. and must stay within the model;
             # a step yields at most drafts + 1 tokens, so more than the request still
             # needs would be wasted.
-            budget = min(self.k, self.max_model_len - num_tokens)
+            left = self.max_model_len - num_tokens
             if max_tokens is not None:
-                budget = min(budget, max_tokens - len(state.output_token_ids) - 1)
+                left = min(left, max_tokens - len(state.output_token_ids) - 1)
+            budget = min(self.k, left)
             # Draft K/V go to positions num_tokens-1.. and must land in blocks the
             # request holds. The scheduler's look-ahead reserves them; this is the guard.
             allocated = int(block_table.num_blocks_per_row[i]) * block_table.block_size
@@ -179,7 +184,8 @@ class SelfSpecProposer:
             if budget > 0:
                 rows.append(i)
                 budgets.append(budget)
-        return np.array(rows, dtype=np.int64), np.array(budgets, dtype=np.int64)
+                remaining.append(left)
+        return np.array(rows, dtype=np.int64), np.array(budgets, dtype=np.int64), remaining
 
     def _forward(self, rows, positions, tokens, step) -> torch.Tensor:
         attn_metadata, slot_mapping = self.inputs.build(rows, positions, draft_index=step)
