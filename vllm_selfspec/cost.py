@@ -30,22 +30,11 @@ def kept_share(plan: SkipPlan, w: WeightCounts) -> float:
     return (kept + w.head) / (sum(w.attention) + sum(w.mlp) + w.head)
 
 
-def _numel(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def weight_counts(adapter) -> WeightCounts:
-    layers = adapter.layers
-    return WeightCounts(
-        attention=tuple(_numel(l.self_attn) + _numel(l.input_layernorm) for l in layers),
-        mlp=tuple(_numel(l.mlp) + _numel(l.post_attention_layernorm) for l in layers),
-        head=_numel(adapter.model.lm_head) + _numel(adapter.decoder.norm),
-    )
-
-
 def weight_counts_from_config(hf_config) -> WeightCounts:
-    """The same counts from a Hugging Face config, without loading the weights
-    (Llama/Qwen2-style layers: q, k, v, o projections and a gated MLP)."""
+    """Weight counts from a Hugging Face config (Llama/Qwen2-style layers: q, k, v, o
+    projections and a gated MLP). Not from the loaded modules: vLLM-CPU packs its
+    linear layers' weights for its GEMM kernels and leaves empty parameters behind
+    (`dispatch_cpu_unquantized_gemm(remove_weight=True)`)."""
     h, inter = hf_config.hidden_size, hf_config.intermediate_size
     head_dim = getattr(hf_config, "head_dim", None) or h // hf_config.num_attention_heads
     q_o = 2 * h * hf_config.num_attention_heads * head_dim
@@ -55,5 +44,5 @@ def weight_counts_from_config(hf_config) -> WeightCounts:
                         head=hf_config.vocab_size * h + h)
 
 
-def kept_weight_share(adapter, plan: SkipPlan) -> float:
-    return kept_share(plan, weight_counts(adapter))
+def kept_weight_share(hf_config, plan: SkipPlan) -> float:
+    return kept_share(plan, weight_counts_from_config(hf_config))

@@ -57,7 +57,7 @@ class SelfSpecProposer:
     def set_plan(self, plan: SkipPlan) -> None:
         plan.check_model(self.adapter.num_layers)
         self.plan, self.kept = plan, plan.kept_sublayers()
-        self.draft_share = kept_weight_share(self.adapter, plan)
+        self.draft_share = kept_weight_share(self.vllm_config.model_config.hf_config, plan)
         self.controller = DraftController(plan.draft, self.k, self.draft_share)
         self.inputs = None  # the kept attention layers changed
 
