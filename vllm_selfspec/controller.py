@@ -222,7 +222,8 @@ class DraftController:
         critical = None
         if remaining is not None:
             # Within one step's drafts of the longest: any of them may finish last.
-            critical = [r > max(remaining) - self.k - 1 for r in remaining]
+            last = max(remaining)
+            critical = [r >= last - self.k for r in remaining]
         self.objective_steps["slowest" if critical else "throughput"] += 1
         states = [self.state(r) for r in req_ids]
         ngram_acceptance = [st.acceptance["ngram"].rate for st in states]
