@@ -3,7 +3,9 @@
 vLLM 0.32 turns async scheduling off for `custom_class` proposers (and `ngram`), so every
 [self] engine runs without it. This runs vanilla vLLM with and without it, one engine
 after the other, on the same prompts at batch 1, and prints wall time and the mean time
-of a plain decode step (timed inside the runner) for each.
+of a plain decode step (timed inside the runner) for each. On vLLM-CPU the platform
+turns it off for every engine (`platforms/cpu.py`), so there both runs are the same
+engine and their ratio is the machine's noise; it means something on a GPU.
 
     python benchmarks/async_scheduling.py --model qwen2.5-coder-1.5b
 """
