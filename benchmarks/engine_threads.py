@@ -16,11 +16,9 @@ import argparse
 import time
 
 import psutil
-from vllm import LLM, SamplingParams
+from vllm import SamplingParams
 
-from vllm_selfspec.bench import BenchConfig, method_kwargs
-from vllm_selfspec.config import WORKER_EXTENSION
-from vllm_selfspec.engine import local_defaults
+from vllm_selfspec.bench import BenchConfig, engine, warm_up
 from vllm_selfspec.models import resolve_model
 from vllm_selfspec.prompts import load_prompts, render
 
@@ -39,13 +37,12 @@ def spent(before: dict, after: dict) -> list[tuple[float, tuple]]:
 
 
 def run(method: str, model: str, texts: list[str], batch: int, idle_s: float) -> None:
-    cfg = BenchConfig(model=model, methods=[method], batch_sizes=[batch])
-    llm = LLM(model=model, dtype="float32", max_model_len=4096, max_num_seqs=batch, seed=0,
-              worker_extension_cls=WORKER_EXTENSION, **local_defaults(0.5),
-              **method_kwargs(cfg, method))
-    try:
-        params = SamplingParams(max_tokens=1, temperature=0.0)
-        llm.generate(texts, params, use_tqdm=False)  # warm-up
+    # The bench's own engine (float32, 0.5 GiB KV cache, as in the README's runs).
+    cfg = BenchConfig(model=model, methods=[method], batch_sizes=[batch], dtype="float32",
+                      kv_cache_gib=0.5)
+    params = SamplingParams(max_tokens=1, temperature=0.0)
+    with engine(model, cfg, method) as llm:
+        warm_up(llm, texts)
         before, start = cpu_by_thread(), time.perf_counter()
         for i in range(0, len(texts), batch):
             llm.generate(texts[i:i + batch], params, use_tqdm=False)
@@ -53,8 +50,6 @@ def run(method: str, model: str, texts: list[str], batch: int, idle_s: float) ->
         before = cpu_by_thread()
         time.sleep(idle_s)
         idle = spent(before, cpu_by_thread())
-    finally:
-        llm.llm_engine.engine_core.shutdown()
     print(f"{method}: prefill wall {wall:.2f} s, CPU {sum(s for s, _ in busy):.2f} s; "
           f"idle {idle_s:.0f} s, CPU {sum(s for s, _ in idle):.2f} s")
     for label, rows in (("prefill", busy), ("idle", idle)):
