@@ -45,17 +45,20 @@ def test_a_corrupted_method_is_flagged(model_path, tmp_path, monkeypatch, capsys
     out = tmp_path / "bench"
     # A plan whose kept attention layers follow skipped sublayers, so the overwritten K/V
     # differ from the verified ones whatever plan is shipped; fixed-k drafting, since the
-    # default policy may turn drafting off and hide the fault. Both engines up at once,
-    # taking turns: each method's outputs and counts must stay its own.
+    # default policy may turn drafting off and hide the fault. The engines up at once,
+    # taking turns: each method's outputs and counts must stay its own, and the second
+    # vanilla engine (the A/A control) must read as vanilla.
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(PLANS["draft_and_verify"]))
-    code = main(["bench", *COMMON, "--methods", "vanilla,selfspec_fixed", "--batch-sizes", "1",
-                 "--plan", str(plan), "--interleave", "--out", str(out)])
+    code = main(["bench", *COMMON, "--methods", "vanilla,selfspec_fixed,vanilla_control",
+                 "--batch-sizes", "1", "--plan", str(plan), "--interleave", "--fresh-engines",
+                 "--out", str(out)])
     assert code == 3
     assert "CORRECTNESS FAILURE" in capsys.readouterr().err
     summary = json.loads((out / "results.json").read_text())["summary"]
     failures = summary["correctness"]["failures"]
-    assert failures and failures[0].startswith("selfspec_fixed at batch 1")
+    assert len(failures) == 1 and failures[0].startswith("selfspec_fixed at batch 1")
+    assert summary["correctness"]["divergence"]["vanilla_control@1"] == 0.0
     rows = {r["method"]: r for r in summary["rows"]}
     assert rows["vanilla"]["mean_acceptance_length"] is None
     assert rows["selfspec_fixed"]["mean_acceptance_length"] > 1.0

@@ -67,6 +67,8 @@ def test_any_float32_difference_is_a_correctness_failure():
     (dict(methods=["selfspec"]), "must include vanilla"),
     (dict(methods=["vanilla", "draft_model"]), "--draft-model"),
     (dict(methods=["vanilla"], repeats=0), "positive"),
+    (dict(methods=["vanilla", "selfspec", "vanilla"]), "vanilla_control"),
+    (dict(methods=["vanilla"], fresh_engines=True), "needs --interleave"),
 ])
 def test_bad_configurations(kwargs, message):
     with pytest.raises(BenchError, match=message):

@@ -1,4 +1,5 @@
-"""The two vLLM 0.32 CPU rejection-sampler bugs the plugin's hooks fix (patches.py)."""
+"""The plugin's hooks on vLLM 0.32's rejection sampler (patches.py): the two CPU bugs
+they fix, and steps without drafts sampled without the rejection pass."""
 
 import torch
 
@@ -27,3 +28,42 @@ def test_no_crash_on_a_step_without_drafts():
     empty = torch.empty(0, 11)
     meta = type("M", (), {"all_greedy": False})()
     assert apply_sampling_constraints(empty, torch.zeros(3, dtype=torch.int32), meta) is empty
+
+
+def sampling_metadata(batch: int, greedy: bool):
+    from vllm.v1.sample.logits_processor import LogitsProcessors
+    from vllm.v1.sample.metadata import SamplingMetadata
+
+    zeros = torch.zeros(batch)
+    return SamplingMetadata(
+        temperature=None if greedy else torch.full((batch,), 0.8), all_greedy=greedy,
+        all_random=not greedy, top_p=None, top_k=None, generators={},
+        max_num_logprobs=None, no_penalties=True, prompt_token_ids=None,
+        frequency_penalties=zeros, presence_penalties=zeros, repetition_penalties=zeros,
+        output_token_ids=[[] for _ in range(batch)], allowed_token_ids_mask=None,
+        bad_words_token_ids={}, logitsprocs=LogitsProcessors(), spec_token_ids=[[]] * batch)
+
+
+def test_a_step_without_drafts_samples_what_the_rejection_sampler_would():
+    # The hook skips the rejection pass of a step in which no request has drafts; the
+    # tokens must be the ones that pass yields (greedy, and sampled with the same seed).
+    from dataclasses import replace
+
+    from vllm.platforms import current_platform
+    from vllm.v1.sample.rejection_sampler import RejectionSampler
+    from vllm.v1.sample.sampler import Sampler
+    from vllm.v1.spec_decode.metadata import SpecDecodeMetadata
+
+    current_platform.register_triton_kernel_overrides()  # the CPU kernels, as an engine's
+    sampler = RejectionSampler(Sampler())
+    original = getattr(RejectionSampler.forward, patches._MARK)
+    meta = replace(SpecDecodeMetadata.make_dummy([[], [], []], torch.device("cpu")),
+                   bonus_logits_indices=torch.arange(3, dtype=torch.int32))
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    for greedy in (True, False):
+        sampling = sampling_metadata(3, greedy)
+        torch.manual_seed(1)
+        expected = original(sampler, meta, None, logits.clone(), sampling).sampled_token_ids
+        torch.manual_seed(1)
+        got = sampler(meta, None, logits.clone(), sampling).sampled_token_ids
+        assert got.dtype == expected.dtype and got.tolist() == expected.tolist()

@@ -7,7 +7,12 @@ outputs.
 With `--interleave` every method's engine stays up for the whole run and the methods
 take turns on each group of prompts (the order rotating from group to group), so
 they are compared over the same seconds: on a shared machine whose speed drifts by
-tens of percent within minutes, this is what makes a few percent visible.
+tens of percent within minutes, this is what makes a few percent visible. An engine
+also keeps a speed of its own for its whole life (the same forward ran 10% faster in
+one engine than in an identical one beside it): `--fresh-engines` starts a new set of
+engines for every repeat, their start order rotating, so that spread shows up between
+repeats instead of biasing all of them, and the method `vanilla_control` (a second
+vanilla engine) reads what two identical engines differ by.
 With `--schedule continuous` a batch size B means at most B requests in flight, a
 finished request's slot going to the next prompt, as vLLM batches a long list of prompts
 or a loaded server; the default, `groups`, submits B prompts at a time and waits for the
@@ -36,7 +41,8 @@ from vllm_selfspec.prompts import load_prompts, render
 from vllm_selfspec.spec_metrics import spec_counts_of_outputs
 
 SCHEDULES = ("groups", "continuous")
-METHODS = ("vanilla", "selfspec", "selfspec_fixed", "selfspec_gated", "ngram", "draft_model")
+METHODS = ("vanilla", "vanilla_control", "selfspec", "selfspec_fixed", "selfspec_gated",
+           "ngram", "draft_model")
 DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
 # Drafting policies of the proposer (a plan's `draft:` settings) compared by the bench:
 # `selfspec` is the default (gated, n-gram hybrid, cost model).
@@ -70,6 +76,7 @@ class BenchConfig:
     dtype: str = "auto"
     max_model_len: int = 4096
     interleave: bool = False
+    fresh_engines: bool = False  # with interleave: new engines for every repeat
     schedule: str = "groups"
     kv_cache_gib: float = 2.0  # per engine, on CPU
 
@@ -80,6 +87,12 @@ class BenchConfig:
         if self.schedule not in SCHEDULES:
             raise BenchError(f"unknown schedule {self.schedule!r}: choose from "
                              f"{', '.join(SCHEDULES)}")
+        if self.fresh_engines and not self.interleave:
+            raise BenchError("--fresh-engines needs --interleave: without it every repeat "
+                             "starts its engines anew already")
+        if len(set(self.methods)) < len(self.methods):
+            raise BenchError(f"--methods lists a method twice ({','.join(self.methods)}): "
+                             "for a second vanilla engine use vanilla_control")
         if "vanilla" not in self.methods:
             raise BenchError("--methods must include vanilla: speed-ups are ratios to it")
         if "draft_model" in self.methods and not (self.draft_model or
@@ -281,27 +294,34 @@ def run_in_turn(cfg: BenchConfig, model: str, texts, groups, params):
 
 
 def run_interleaved(cfg: BenchConfig, model: str, texts, groups, params):
-    """Every engine up at once, the methods taking turns on each group of prompts."""
+    """Every engine up at once, the methods taking turns on each group of prompts; with
+    `fresh_engines`, a new set of engines for every repeat."""
     runs, engines = [], {}
-    with ExitStack() as stack:
-        llms = {}
-        for method in cfg.methods:
-            log(f"starting {method}")
-            llms[method] = llm = stack.enter_context(engine(model, cfg, method))
-            warm_up(llm, texts)
-            engines[method] = {"kv_cache_tokens": kv_capacity_tokens(llm)}
-        for repeat in range(cfg.repeats):
-            for b in cfg.batch_sizes:
-                for category, prompts in groups.items():
-                    rows = measure_side_by_side(llms, prompts, b, params, turn=repeat,
-                                                schedule=cfg.schedule)
-                    for method, row in rows.items():
-                        runs.append(row | dict(method=method, batch_size=b,
-                                               category=category, repeat=repeat))
-                    log(f"repeat {repeat + 1}/{cfg.repeats} batch {b} {category}: " + ", ".join(
-                        f"{m} {r['tokens_per_s']:.2f}" for m, r in rows.items()) + " tok/s")
-        for method, llm in llms.items():
-            engines[method]["peak_memory_gib"] = peak_memory_gib(llm)
+    per_set = 1 if cfg.fresh_engines else cfg.repeats
+    for first in range(0, cfg.repeats, per_set):
+        with ExitStack() as stack:
+            llms = {}
+            shift = first % len(cfg.methods)
+            for method in cfg.methods[shift:] + cfg.methods[:shift]:
+                log(f"starting {method}")
+                llms[method] = llm = stack.enter_context(engine(model, cfg, method))
+                warm_up(llm, texts)
+                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm)})
+            llms = {m: llms[m] for m in cfg.methods}
+            for repeat in range(first, first + per_set):
+                for b in cfg.batch_sizes:
+                    for category, prompts in groups.items():
+                        rows = measure_side_by_side(llms, prompts, b, params, turn=repeat,
+                                                    schedule=cfg.schedule)
+                        for method, row in rows.items():
+                            runs.append(row | dict(method=method, batch_size=b,
+                                                   category=category, repeat=repeat))
+                        log(f"repeat {repeat + 1}/{cfg.repeats} batch {b} {category}: "
+                            + ", ".join(f"{m} {r['tokens_per_s']:.2f}" for m, r in rows.items())
+                            + " tok/s")
+            for method, llm in llms.items():
+                engines[method]["peak_memory_gib"] = max(
+                    engines[method].get("peak_memory_gib", 0), peak_memory_gib(llm))
     return runs, engines
 
 
@@ -325,7 +345,8 @@ def main_from_args(args) -> int:
         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         temperature=args.temperature, repeats=args.repeats,
         num_speculative_tokens=args.num_speculative_tokens, dtype=args.dtype,
-        interleave=args.interleave, schedule=args.schedule, kv_cache_gib=args.kv_cache_gib,
+        interleave=args.interleave, fresh_engines=args.fresh_engines, schedule=args.schedule,
+        kv_cache_gib=args.kv_cache_gib,
     )
     results = run_bench(cfg)
     failures = results["summary"]["correctness"]["failures"]
@@ -354,6 +375,9 @@ def add_arguments(p) -> None:
     p.add_argument("--interleave", action="store_true",
                    help="keep every method's engine up and let them take turns on each "
                         "group of prompts (needs the memory of all the engines at once)")
+    p.add_argument("--fresh-engines", action="store_true",
+                   help="with --interleave: start a new set of engines for every repeat "
+                        "(each engine keeps a speed of its own; this spreads it over repeats)")
     p.add_argument("--schedule", choices=SCHEDULES, default="groups",
                    help="groups: BATCH prompts submitted together, each group waiting for "
                         "its slowest; continuous: at most BATCH in flight, a finished "

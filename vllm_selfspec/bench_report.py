@@ -120,7 +120,8 @@ def markdown(results: dict) -> str:
         f"Model {cfg['model']}, dtype {cfg['dtype']}, prompts {cfg['prompts']} "
         f"({cfg['num_prompts']}), max_tokens {cfg['max_tokens']}, k={cfg['num_speculative_tokens']}, "
         f"temperature {cfg['temperature']}, {cfg['repeats']} repeats, "
-        f"{cfg.get('schedule', 'groups')} schedule{', interleaved' if cfg.get('interleave') else ''}.",
+        f"{cfg.get('schedule', 'groups')} schedule{', interleaved' if cfg.get('interleave') else ''}"
+        f"{', fresh engines every repeat' if cfg.get('fresh_engines') else ''}.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib')} GiB"
         f"{', ' + m['gpu'] if m.get('gpu') else ''}; vLLM {m['vllm']}, torch {m['torch']}; "
         f"threads: {m['threads_setting']}.",

@@ -145,20 +145,22 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     (3, 0)
     """
     options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
-
-    def rate(option: tuple[int, int]) -> float:
-        n, m = option
-        tokens, slowest, drafts, forwards = 0.0, float("inf"), 0, 0
-        for i, (found, a_ngram, a_model) in enumerate(
-                zip(ngram_lengths, ngram_acceptance, model_acceptance)):
-            d, a = (min(found, n), a_ngram) if found else (m, a_model)
-            forwards = max(forwards, 0 if found else m)
-            expected = expected_tokens(a, d)
-            tokens += expected
-            if critical is not None and critical[i]:
-                slowest = min(slowest, expected)
-            drafts += d
-        gain = tokens if critical is None else slowest
-        return gain / (forwards * costs.draft + costs.verify[drafts])
-
-    return max(options, key=rate)  # the first of equals: fewer drafts, no forwards
+    # Every option for every request at once, arrays [option, request]: this runs at
+    # every step, for every request in the batch.
+    n_opt, m_opt = (np.array(x)[:, None] for x in zip(*options))
+    found = np.asarray(ngram_lengths)
+    has_ngram = found > 0
+    acceptance = np.where(has_ngram, ngram_acceptance, model_acceptance)
+    # expected_tokens(a, j) for j = 0..k, summed in the same order
+    by_length = np.cumsum(acceptance[:, None] ** np.arange(k + 1), axis=1)
+    drafts = np.where(has_ngram, np.minimum(found, n_opt), m_opt)
+    expected = by_length[np.arange(len(found)), drafts]
+    forwards = m_opt[:, 0] * (not has_ngram.all())
+    if critical is None:
+        gain = expected.sum(axis=1)
+    else:
+        critical = np.asarray(critical, dtype=bool)
+        gain = expected[:, critical].min(axis=1) if critical.any() else \
+            np.full(len(options), np.inf)
+    rate = gain / (forwards * costs.draft + np.asarray(costs.verify)[drafts.sum(axis=1)])
+    return options[int(np.argmax(rate))]  # the first of equals: fewer drafts, no forwards
