@@ -1,7 +1,8 @@
 """Where an engine's CPU time goes: per thread, while it prefills and while it idles.
 
 A [self] engine beside a vanilla one ran the same prefill-only work a few percent slower
-in most interleaved bench repeats (README, Results). This starts one engine of METHOD at
+in most interleaved bench repeats of one run, and faster in a later one (README, Results:
+engines differ by themselves). This starts one engine of METHOD at
 a time, prefills the prompts in groups of --batch-size with `max_tokens=1` (no request may
 draft), and prints wall time and CPU seconds of the busiest threads of the engine's
 processes, then the same over an idle spell: a thread of one engine kept busy, or busy
