@@ -10,7 +10,7 @@ from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, Acceptance, CostTr
                                       DraftController)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
-                                  expected_tokens, ngram_draft)
+                                  expected_tokens, ngram_draft, ngram_drafts)
 
 
 def test_doctests():
@@ -53,6 +53,21 @@ def test_ngram_lookup_matches_its_definition():
         min_n = int(rng.integers(1, 4))
         max_n, k = min_n + int(rng.integers(0, 3)), int(rng.integers(1, 5))
         assert ngram_draft(tokens, min_n, max_n, k) == _ngram_reference(tokens, min_n, max_n, k)
+
+
+def test_batched_ngram_lookup_reads_each_row_up_to_its_length():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        batch, vocab = int(rng.integers(1, 9)), int(rng.integers(1, 6))
+        lengths = rng.integers(1, 40, batch)
+        # Past each row's length: stale tokens of an earlier request, to be ignored.
+        token_ids = rng.integers(0, vocab, (batch, 48))
+        budgets = rng.integers(1, 5, batch)
+        min_n = int(rng.integers(1, 4))
+        max_n = min_n + int(rng.integers(0, 3))
+        assert ngram_drafts(token_ids, lengths, min_n, max_n, budgets) == [
+            _ngram_reference(token_ids[i, :n], min_n, max_n, b)
+            for i, (n, b) in enumerate(zip(lengths, budgets))]
 
 
 def _best_draft_reference(found, a_ngram, a_model, costs, k, critical=None):
@@ -154,6 +169,19 @@ def test_until_two_token_counts_are_measured_a_token_costs_a_tenth_at_most():
     t = CostTracker(draft_share=0.5)
     t.add_verify(16, 1.6)  # 16 decoding: a token costs at most its 1/16 share
     assert t.costs(16, 4).verify[16] == pytest.approx(1.6 + 16 * 0.1)
+
+
+def test_more_tokens_are_never_priced_below_fewer():
+    t = CostTracker(draft_share=0.5)
+    for _ in range(10):
+        t.add_verify(1, 0.1)
+    t.add_verify(2, 0.08)  # one step with a draft happened to run fast
+    t.add_verify(5, 0.12)
+    verify = t.costs(1, 4).verify
+    # The fast step is pooled with the many plain ones it undercuts, by weight.
+    weight = sum(0.9 ** i for i in range(10))
+    assert verify[:2] == pytest.approx([(0.1 * weight + 0.08) / (weight + 1)] * 2)
+    assert all(b >= a for a, b in zip(verify, verify[1:])) and verify[4] == pytest.approx(0.12)
 
 
 def test_nothing_is_drafted_before_a_step_is_measured():

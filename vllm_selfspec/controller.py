@@ -91,7 +91,10 @@ class StepTimeCurve:
         """Seconds for FIRST, FIRST + 1, ... tokens (COUNT of them); None before any
         step is measured.
 
-        Fewer tokens than any measured cost what the fewest measured do. Past the most
+        More tokens never cost less: the means are made non-decreasing, weighted by
+        how much each rests on, or a noisy measure would price some drafts below a
+        plain step and buy them for nothing. Fewer tokens than any measured cost what
+        the fewest measured do. Past the most
         measured, the curve goes on with the slope over the upper half of what was
         measured, or, with nothing measured below half the most, a tenth of the step
         per token, at most the step's average per token (where compute-bound, a token
@@ -105,7 +108,8 @@ class StepTimeCurve:
         if not self.points:
             return None
         xs = sorted(self.points)
-        ys = [self.points[x].mean for x in xs]
+        ys = nondecreasing([self.points[x].mean for x in xs],
+                           [self.points[x].weight for x in xs])
         top, at_top = xs[-1], ys[-1]
         below = [i for i, x in enumerate(xs) if x <= top / 2]
         if below:
@@ -115,6 +119,24 @@ class StepTimeCurve:
         tokens = np.arange(first, first + count)
         inside = np.interp(tokens, xs, ys)  # flat below the fewest
         return tuple(np.where(tokens > top, at_top + slope * (tokens - top), inside).tolist())
+
+
+def nondecreasing(values: list[float], weights: list[float]) -> list[float]:
+    """The non-decreasing sequence closest to VALUES in weighted least squares (pool
+    adjacent violators: a run that decreases is replaced by its weighted mean).
+
+    >>> nondecreasing([1.0, 3.0, 2.0, 4.0], [1.0, 1.0, 3.0, 1.0])
+    [1.0, 2.25, 2.25, 4.0]
+    """
+    pools: list[list[float]] = []  # [mean, weight, count]
+    for value, weight in zip(values, weights):
+        pools.append([value, weight, 1])
+        while len(pools) > 1 and pools[-2][0] > pools[-1][0]:
+            mean, weight, count = pools.pop()
+            prev = pools[-1]
+            total = prev[1] + weight
+            pools[-1] = [(prev[0] * prev[1] + mean * weight) / total, total, prev[2] + count]
+    return [mean for mean, _, count in pools for _ in range(count)]
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """How much to draft: pure functions behind the proposer's drafting policy.
 
-- `ngram_draft`: free drafts from the request's own context (prompt lookup).
+- `ngram_draft`, `ngram_drafts`: free drafts from the request's own context (prompt
+  lookup), for one request or a batch.
 - `DraftAndVerifyThreshold`: the Draft & Verify paper's adaptive draft-exiting: stop
   drafting a request when the draft token's probability falls below a threshold,
   nudged after each verification towards a target acceptance rate.
@@ -28,27 +29,48 @@ def ngram_draft(tokens: np.ndarray, min_n: int, max_n: int, k: int) -> list[int]
     >>> ngram_draft(np.array([1, 2, 3, 4]), 2, 3, 2)
     []
     """
-    n_tokens = len(tokens)
-    max_n = min(max_n, n_tokens - 1)
-    if max_n < min_n:
+    return ngram_drafts(np.asarray(tokens)[None], np.array([len(tokens)]), min_n, max_n,
+                        np.array([k]))[0]
+
+
+def ngram_drafts(token_ids: np.ndarray, lengths: np.ndarray, min_n: int, max_n: int,
+                 budgets: np.ndarray) -> list[list[int]]:
+    """`ngram_draft` for every row of TOKEN_IDS at once: row i's context is its first
+    LENGTHS[i] tokens, and it gets up to BUDGETS[i] draft tokens.
+
+    One pass over the batch rather than one per request: this runs at every step, and
+    a step's host work runs with caches the forward pass has just flushed.
+
+    >>> ngram_drafts(np.array([[1, 2, 7, 1, 2, 0], [4, 4, 4, 4, 4, 4]]), np.array([5, 3]),
+    ...              2, 3, np.array([2, 2]))
+    [[7, 1], [4]]
+    """
+    if not len(lengths):
         return []
-    # Earlier positions holding the last token end the candidate occurrences; each
-    # candidate's match with the suffix is then extended backwards. One pass over the
-    # context: this runs for every request at every step.
-    ends = np.flatnonzero(tokens[:-1] == tokens[-1])
-    length = np.ones(len(ends), dtype=np.int64)
-    alive = np.ones(len(ends), dtype=bool)
+    width = int(lengths.max())
+    tokens = token_ids[:, :width]
+    last = lengths - 1
+    # Candidate occurrences end where a row's last token recurs before its last
+    # position: (row, end) pairs, each extended backwards while it matches the suffix.
+    row, end = np.nonzero(tokens[:, :-1] == tokens[np.arange(len(lengths)), last][:, None])
+    keep = end < last[row]
+    row, end = row[keep], end[keep]
+    length = np.ones(len(row), dtype=np.int64)
+    alive = np.ones(len(row), dtype=bool)
     for j in range(1, max_n):
-        alive &= ends >= j
-        alive[alive] = tokens[ends[alive] - j] == tokens[n_tokens - 1 - j]
+        alive &= end >= j
+        i = np.flatnonzero(alive)
+        alive[i] = tokens[row[i], end[i] - j] == tokens[row[i], last[row[i]] - j]
         if not alive.any():
             break
         length += alive
-    best = int(length.max()) if len(ends) else 0
-    if best < min_n:
-        return []
-    start = int(ends[np.flatnonzero(length == best)[-1]]) + 1
-    return tokens[start:start + k].tolist()
+    # Per row, the longest match and, among those, the latest.
+    best = np.full(len(lengths), -1, dtype=np.int64)
+    np.maximum.at(best, row, length * width + end)
+    return [tokens[i, e % width + 1:min(e % width + 1 + budget, n)].tolist()
+            if e >= 0 and e // width >= min_n else []
+            for i, (e, budget, n) in enumerate(zip(best.tolist(), budgets.tolist(),
+                                                   lengths.tolist()))]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from vllm_selfspec.cost import kept_weight_share
 from vllm_selfspec.draft_inputs import DraftStepInputs
 from vllm_selfspec.faults import FAULT
 from vllm_selfspec.plan import SkipPlan
-from vllm_selfspec.policy import ngram_draft
+from vllm_selfspec.policy import ngram_drafts
 from vllm_selfspec.stats import DraftStats, step_times
 
 logger = logging.getLogger("vllm.selfspec")
@@ -132,11 +132,11 @@ class SelfSpecProposer:
         """Per row, the free draft its own context offers: the tokens that followed an
         earlier occurrence of its latest n-gram (none without the hybrid policy)."""
         cfg = self.plan.draft
-        if not cfg.hybrid:
+        if not cfg.hybrid or not len(rows):
             return [[] for _ in rows]
-        return [ngram_draft(token_ids_cpu[r, :num_tokens_no_spec[r]], cfg.ngram_min,
-                            cfg.ngram_max, budget)
-                for r, budget in zip(rows.tolist(), budgets.tolist())]
+        lengths = num_tokens_no_spec[rows]
+        return ngram_drafts(token_ids_cpu[rows, :lengths.max()], lengths, cfg.ngram_min,
+                            cfg.ngram_max, budgets)
 
     def _learn(self, req_ids, sampled_token_ids) -> None:
         """Acceptance of the last drafts, and what the last complete step cost (the
