@@ -1,5 +1,9 @@
-"""The plugin's hooks on vLLM 0.32's rejection sampler (patches.py): the two CPU bugs
-they fix, and steps without drafts sampled without the rejection pass."""
+"""The plugin's hooks on vLLM 0.32's rejection sampler and input preparation
+(patches.py): the two CPU bugs they fix, and steps without drafts prepared and sampled
+as plain steps."""
+
+import inspect
+from types import SimpleNamespace
 
 import torch
 
@@ -67,3 +71,29 @@ def test_a_step_without_drafts_samples_what_the_rejection_sampler_would():
         torch.manual_seed(1)
         got = sampler(meta, None, logits.clone(), sampling).sampled_token_ids
         assert got.dtype == expected.dtype and got.tolist() == expected.tolist()
+
+
+def test_a_step_without_drafts_takes_the_non_speculative_input_path():
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    from vllm_selfspec.proposer import SelfSpecProposer
+
+    # The hook relies on vLLM 0.32's _prepare_inputs reading the speculative config
+    # once, to choose between the speculative and the plain input path.
+    original = getattr(GPUModelRunner._prepare_inputs, patches._MARK)
+    assert inspect.getsource(original).count("speculative_config") == 1
+    seen = []
+
+    def prepare(runner, scheduler_output):
+        seen.append(runner.speculative_config)
+        return "inputs"
+
+    selfspec = SimpleNamespace(speculative_config="spec",
+                               drafter=object.__new__(SelfSpecProposer))
+    other = SimpleNamespace(speculative_config="spec", drafter=None)  # e.g. vLLM's ngram
+    no_drafts = SimpleNamespace(scheduled_spec_decode_tokens={})
+    drafts = SimpleNamespace(scheduled_spec_decode_tokens={"a": [7]})
+    for runner, step in ((selfspec, no_drafts), (selfspec, drafts), (other, no_drafts)):
+        assert patches.prepare_inputs(prepare, runner, step) == "inputs"
+        assert runner.speculative_config == "spec"
+    assert seen == [None, "spec", "spec"]

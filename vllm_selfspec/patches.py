@@ -127,6 +127,26 @@ def execute_model(original, runner, scheduler_output, *args, **kwargs):
         return original(runner, scheduler_output, *args, **kwargs)
 
 
+def prepare_inputs(original, runner, scheduler_output, *args, **kwargs):
+    # A step in which no request has drafts (the drafting policy's plain decode steps)
+    # takes vLLM's non-speculative input path, as vanilla's steps do: no speculative
+    # metadata, hence the plain sampler, and none of the host work they cost.
+    # vLLM 0.32 reads `speculative_config` in `_prepare_inputs` only to choose that
+    # path, and the rest of the step takes no metadata as no drafts (`_sample`,
+    # `_bookkeeping_sync`). Hybrid (recurrent) models would miss the per-request draft
+    # counts that path leaves out; [self] drafts for none (adapters.py).
+    from vllm_selfspec.proposer import SelfSpecProposer
+
+    if (scheduler_output.scheduled_spec_decode_tokens
+            or not isinstance(getattr(runner, "drafter", None), SelfSpecProposer)):
+        return original(runner, scheduler_output, *args, **kwargs)
+    spec, runner.speculative_config = runner.speculative_config, None
+    try:
+        return original(runner, scheduler_output, *args, **kwargs)
+    finally:
+        runner.speculative_config = spec
+
+
 def sample_tokens(original, runner, *args, **kwargs):
     from vllm_selfspec.stats import step_times
 
@@ -203,6 +223,8 @@ def hooks() -> list[Hook]:
              "runner handle and draft probabilities"),
         Hook(Scheduler, "schedule", schedule, "queue length for the drafting policy"),
         Hook(GPUModelRunner, "execute_model", execute_model, "step timing, queue length"),
+        Hook(GPUModelRunner, "_prepare_inputs", prepare_inputs,
+             "steps without drafts take the non-speculative path"),
         Hook(GPUModelRunner, "sample_tokens", sample_tokens, "step timing"),
         Hook(rejection_sampler, "expand_batch_to_tokens", expand_batch_to_tokens,
              "correct per-token sampling parameters on CPU"),
