@@ -234,24 +234,20 @@ class DraftController:
         request, m layer drafts for the rest. NGRAM_LENGTHS: the n-gram draft each
         request's context offers (0: none). REMAINING: the tokens each request may
         still generate, given when no request waits for a place in the batch (then
-        the batch is priced by its slowest requests), None while some do. Under TP,
+        the step is priced by how it shrinks the most tokens left), None while some do. Under TP,
         rank 0's choice is the one used."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         costs = self.costs.costs(len(req_ids), self.k)
         if costs is None:  # nothing measured yet: a plain step, to measure one
             return 0, 0
-        critical = None
-        if remaining is not None:
-            # Within one step's drafts of the longest: any of them may finish last.
-            last = max(remaining)
-            critical = [r >= last - self.k for r in remaining]
-        self.objective_steps["slowest" if critical else "throughput"] += 1
+        behind = None if remaining is None else [max(remaining) - r for r in remaining]
+        self.objective_steps["throughput" if behind is None else "slowest"] += 1
         states = [self.state(r) for r in req_ids]
         ngram_acceptance = [st.acceptance["ngram"].rate for st in states]
         n, m = best_draft(ngram_lengths, ngram_acceptance,
                           [st.acceptance["model"].rate for st in states], costs, self.k,
-                          critical)
+                          behind)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
@@ -266,7 +262,7 @@ class DraftController:
         # this batch size (at large batches a forward costs more than it can gain).
         perfect = [1.0] * len(req_ids)
         if not best_draft(ngram_lengths, ngram_acceptance, perfect, costs, self.k,
-                          critical)[1]:
+                          behind)[1]:
             return n, m
         self.probing = True
         return max(n, 1), 1

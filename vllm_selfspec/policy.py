@@ -6,8 +6,9 @@
   drafting a request when the draft token's probability falls below a threshold,
   nudged after each verification towards a target acceptance rate.
 - `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
-  second under a cost model (of the batch, or of its slowest requests when nothing
-  waits for a place in it), zero (a plain decode step) included.
+  second under a cost model (of the batch, or, when nothing waits for a place in it,
+  of the requests with the most tokens left, all of them at once), zero (a plain
+  decode step) included.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
 identical on every tensor-parallel rank, so every rank decides alike.
@@ -142,17 +143,19 @@ class StepCosts:
 
 def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
                model_acceptance: list[float], costs: StepCosts, k: int,
-               critical: list[bool] | None = None) -> tuple[int, int]:
+               behind: list[int] | None = None) -> tuple[int, int]:
     """(n, m): at most n n-gram drafts per request this step, and m drafts from the
     kept layers (0 or n) for the requests without an n-gram draft. Per request: the
     length of the n-gram draft its context offers (0 for none; such drafts cost no
     forward) and the acceptance of each source. (0, 0) is a plain decode step.
 
-    Without CRITICAL the choice maximises the batch's expected tokens per second: right
+    Without BEHIND the choice maximises the batch's expected tokens per second: right
     while requests wait for a place in the batch, whose throughput they wait on. With it
-    (requests that have the most tokens left) it maximises the expected tokens per
-    second of the slowest critical request: when nothing waits, the batch is done when
-    they are, and drafts for the others only lengthen everyone's steps.
+    (per request, how many fewer tokens it has left than the one with the most) it
+    maximises how fast the most tokens any request has left are expected to shrink:
+    when nothing waits, the batch is done when that reaches zero. A step shrinks it by
+    the least of tokens_i + behind_i, so drafts help only if every request near the
+    most left accepts them: it takes all of them passing, not each one on its own.
 
     >>> costs = StepCosts.line(draft=0.2, base=1.0, per_draft=0.1, batch=2, k=4)
     >>> best_draft([0, 0], [0.6] * 2, [0.9] * 2, costs, 4)  # good layer drafts: the most
@@ -161,10 +164,15 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     (0, 0)
     >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4)  # free n-gram drafts only
     (3, 0)
-    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [True, True])  # ... no help
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [0, 0])  # ... no help
     (0, 0)
-    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [True, False])  # to the last
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [0, 5])  # to the last
     (3, 0)
+    >>> dear = StepCosts.line(draft=0.2, base=1.0, per_draft=0.3, batch=2, k=4)
+    >>> best_draft([3, 3], [0.5, 0.5], [0.2, 0.2], dear, 4)  # each gains 1.5 tokens a step ...
+    (1, 0)
+    >>> best_draft([3, 3], [0.5, 0.5], [0.2, 0.2], dear, 4, [0, 0])  # ... both at once 1.25
+    (0, 0)
     """
     options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
     # Every option for every request at once, arrays [option, request]: this runs at
@@ -173,16 +181,19 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     found = np.asarray(ngram_lengths)
     has_ngram = found > 0
     acceptance = np.where(has_ngram, ngram_acceptance, model_acceptance)
-    # expected_tokens(a, j) for j = 0..k, summed in the same order
-    by_length = np.cumsum(acceptance[:, None] ** np.arange(k + 1), axis=1)
     drafts = np.where(has_ngram, np.minimum(found, n_opt), m_opt)
-    expected = by_length[np.arange(len(found)), drafts]
     forwards = m_opt[:, 0] * (not has_ngram.all())
-    if critical is None:
-        gain = expected.sum(axis=1)
+    if behind is None:
+        # expected_tokens(a, j) for j = 0..k, summed in the same order
+        by_length = np.cumsum(acceptance[:, None] ** np.arange(k + 1), axis=1)
+        gain = by_length[np.arange(len(found)), drafts].sum(axis=1)
     else:
-        critical = np.asarray(critical, dtype=bool)
-        gain = expected[:, critical].min(axis=1) if critical.any() else \
-            np.full(len(options), np.inf)
+        # The most left shrinks by j or more when each request yields j - behind_i tokens
+        # or more: surely for 1 or fewer, with probability a^(t - 1) for t up to its
+        # drafts + 1, never beyond. (Requests more than k behind never count.)
+        need = np.arange(1, k + 2)[:, None] - np.asarray(behind)  # [j, request]
+        passing = acceptance ** np.maximum(need - 1, 0)
+        passing = np.where(need <= drafts[:, None] + 1, passing, 0.0)  # [option, j, request]
+        gain = passing.prod(axis=2).sum(axis=1)
     rate = gain / (forwards * costs.draft + np.asarray(costs.verify)[drafts.sum(axis=1)])
     return options[int(np.argmax(rate))]  # the first of equals: fewer drafts, no forwards
