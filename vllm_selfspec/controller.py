@@ -94,11 +94,11 @@ class StepTimeCurve:
         More tokens never cost less: the means are made non-decreasing, weighted by
         how much each rests on, or a noisy measure would price some drafts below a
         plain step and buy them for nothing. Fewer tokens than any measured cost what
-        the fewest measured do. Past the most
-        measured, the curve goes on with the slope over the upper half of what was
-        measured, or, with nothing measured below half the most, a tenth of the step
-        per token, at most the step's average per token (where compute-bound, a token
-        costs about its share of the step, and less where bound by weight reads).
+        the fewest measured do. Past the most measured, the curve goes on with the
+        slope over the upper half of what was measured, or, with nothing measured
+        below half the most, a tenth of the step per token, at most the step's average
+        per token (where compute-bound, a token costs about its share of the step, and
+        less where bound by weight reads).
 
         >>> c = StepTimeCurve()
         >>> c.add(4, 1.0); c.add(8, 1.2)
@@ -234,8 +234,8 @@ class DraftController:
         request, m layer drafts for the rest. NGRAM_LENGTHS: the n-gram draft each
         request's context offers (0: none). REMAINING: the tokens each request may
         still generate, given when no request waits for a place in the batch (then
-        the step is priced by how it shrinks the most tokens left), None while some do. Under TP,
-        rank 0's choice is the one used."""
+        the step is priced by how it shrinks the most tokens left), None while some
+        do. Under TP, rank 0's choice is the one used."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         costs = self.costs.costs(len(req_ids), self.k)
