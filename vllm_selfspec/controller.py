@@ -132,10 +132,11 @@ def nondecreasing(values: list[float], weights: list[float]) -> list[float]:
     for value, weight in zip(values, weights):
         pools.append([value, weight, 1])
         while len(pools) > 1 and pools[-2][0] > pools[-1][0]:
-            mean, weight, count = pools.pop()
-            prev = pools[-1]
-            total = prev[1] + weight
-            pools[-1] = [(prev[0] * prev[1] + mean * weight) / total, total, prev[2] + count]
+            later_mean, later_weight, later_count = pools.pop()
+            mean, weight_sum, count = pools[-1]
+            total = weight_sum + later_weight
+            pools[-1] = [(mean * weight_sum + later_mean * later_weight) / total, total,
+                         count + later_count]
     return [mean for mean, _, count in pools for _ in range(count)]
 
 

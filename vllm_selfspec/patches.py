@@ -180,11 +180,13 @@ def apply_sampling_constraints(original, logits, cu_num_draft_tokens, sampling_m
 def rejection_sampler_forward(original, sampler, metadata, draft_probs, logits,
                               sampling_metadata):
     # With speculative decoding on, vLLM 0.32 sends every step through the rejection
-    # sampler, also a step in which no request has drafts (the drafting policy's plain
-    # decode steps): it copies the logits, computes log-probabilities nobody asked for
-    # and runs an empty rejection pass, about 1 ms a step on a CPU at batch 16. Such a
-    # step yields just the bonus tokens, so sample them as that pass would, on the
-    # logits as they are (one row per request: no drafts, no other rows).
+    # sampler, also a step in which no request has drafts: it copies the logits,
+    # computes log-probabilities nobody asked for and runs an empty rejection pass,
+    # about 1 ms a step on a CPU at batch 16. Such a step yields just the bonus tokens,
+    # so sample them as that pass would, on the logits as they are (one row per
+    # request: no drafts, no other rows). A [self] engine's steps without drafts no
+    # longer get here (`prepare_inputs` sends them down the plain path); other
+    # methods' (vLLM's ngram finding no match) still do.
     if (metadata.max_spec_len or sampling_metadata.max_num_logprobs is not None
             or sampling_metadata.logprob_token_ids
             or logits.shape[0] != metadata.bonus_logits_indices.shape[0]):
