@@ -47,17 +47,21 @@ def test_greedy_identity(llm, vanilla, kind):
     # Identity must come from verified drafts, not from drafting nothing.
     assert counts.drafts > 0 and 0 < counts.accepted < counts.draft_tokens, counts
     assert draft_stats(llm)["clipped_by_allocation"] == 0
+    # Drafted from the first 32768 of smollm2's 49152 ids (the default draft.vocab).
+    assert runner_stats(llm)["draft_vocab"] == 32768
 
 
-GATED_ONLY = {"hybrid": False, "cost_model": False}
+POLICIES = {"fixed_k": draft_overrides(FIXED_K),
+            "gated_only": {"hybrid": False, "cost_model": False},
+            "whole_vocabulary": {"vocab": None}}
 
 
-@pytest.mark.parametrize("policy", ["fixed_k", "gated_only"])
+@pytest.mark.parametrize("policy", list(POLICIES))
 def test_greedy_identity_for_each_policy(llm, vanilla, policy):
-    draft = draft_overrides(FIXED_K) if policy == "fixed_k" else GATED_ONLY
-    set_plan(llm, parse_plan({**PLANS["draft_and_verify"], "draft": draft}, policy))
+    set_plan(llm, parse_plan({**PLANS["draft_and_verify"], "draft": POLICIES[policy]}, policy))
     batched = generate_all(llm, vanilla["prompts"], greedy(ALL_TOKENS))
     assert batched == vanilla["all"], f"{policy}: " + first_difference(batched, vanilla["all"])
+    assert runner_stats(llm)["draft_vocab"] == (POLICIES[policy].get("vocab", 32768) or 49152)
     each = generate_each(llm, vanilla["prompts"][:8], greedy(EACH_TOKENS))
     assert each == vanilla["each"][:8], f"{policy}, batch 1: " + first_difference(
         each, vanilla["each"][:8])

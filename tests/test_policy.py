@@ -337,6 +337,8 @@ def test_new_requests_start_from_the_pooled_acceptance():
     ({"ngram_min": 0}, "draft.ngram_min"),
     ({"ngram_min": 5, "ngram_max": 3}, "draft.ngram_min"),
     ({"gamma": 0.5}, "draft.gamma"),
+    ({"vocab": 0}, "draft.vocab"),
+    ({"vocab": "32k"}, "draft.vocab"),
 ])
 def test_bad_draft_sections(draft, key):
     with pytest.raises(PlanError) as err:
@@ -350,3 +352,4 @@ def test_draft_section_and_overrides():
     fixed = plan.with_draft({"cost_model": False, "target_acceptance": None}, "cfg")
     assert fixed.draft.threshold == 0.2 and not fixed.draft.cost_model
     assert fixed.draft.target_acceptance is None
+    assert plan.with_draft({"vocab": None}, "cfg").draft.vocab is None  # the whole vocabulary

@@ -142,7 +142,8 @@ class AcceptanceEstimator:
 
     def traces(self, plan: SkipPlan, draft: DraftConfig | None = None) -> list[Trace]:
         draft = draft or plan.draft
-        probs = self.draft_logits(plan).float().softmax(-1)
+        # The draft head scores only the first draft.vocab ids (draft_head.py).
+        probs = self.draft_logits(plan)[..., :draft.vocab].float().softmax(-1)
         confidence, top = probs.max(-1)
         match = (top == self.target).numpy()
         confidence = confidence.numpy()

@@ -62,9 +62,10 @@ class PreNormDecoderAdapter:
         hidden, residual = _add_norm(layer.post_attention_layernorm, *stream)
         return layer.mlp(hidden), residual
 
-    def logits(self, stream: Stream) -> torch.Tensor:
+    def final_norm(self, stream: Stream) -> torch.Tensor:
+        """The hidden state the LM head reads."""
         hidden, _ = _add_norm(self.decoder.norm, *stream)
-        return self.model.compute_logits(hidden)
+        return hidden
 
 
 ADAPTERS: dict[str, type[PreNormDecoderAdapter]] = {

@@ -33,6 +33,8 @@ class MachineCosts:
     context: int
     # A draft forward with every sublayer kept, where measured in vLLM (`combine`).
     draft_full_s: float | None = None
+    # The draft's head, which scores only the first `draft.vocab` ids; None: head_s.
+    draft_head_s: float | None = None
 
     @property
     def decode_s(self) -> float:
@@ -46,12 +48,13 @@ class MachineCosts:
         (launches, Python) is taken to be paid by the draft forward too."""
         kept = plan.kept_sublayers()
         n_attn = sum(kind == "attn" for _, kind in kept)
-        part = self.head_s + n_attn * self.attention_s + (len(kept) - n_attn) * self.mlp_s
-        full = self.head_s + plan.num_hidden_layers * (self.attention_s + self.mlp_s)
-        if self.draft_full_s is not None:
-            return self.draft_full_s / self.decode_s * part / full
-        overhead = max(self.decode_s - full, 0.0)
-        return (overhead + part) / (overhead + full)
+        head = self.head_s if self.draft_head_s is None else self.draft_head_s
+        layers = plan.num_hidden_layers * (self.attention_s + self.mlp_s)
+        part = head + n_attn * self.attention_s + (len(kept) - n_attn) * self.mlp_s
+        if self.draft_full_s is not None:  # measured with the draft's own head
+            return self.draft_full_s / self.decode_s * part / (head + layers)
+        overhead = max(self.decode_s - self.head_s - layers, 0.0)
+        return (overhead + part) / (overhead + self.head_s + layers)
 
     def costs(self, plan: SkipPlan) -> Costs:
         return Costs(draft=self.draft_share(plan),
@@ -60,6 +63,8 @@ class MachineCosts:
     def to_dict(self) -> dict:
         return {"attention_ms": round(1e3 * self.attention_s, 3),
                 "mlp_ms": round(1e3 * self.mlp_s, 3), "head_ms": round(1e3 * self.head_s, 3),
+                "draft_head_ms": None if self.draft_head_s is None
+                else round(1e3 * self.draft_head_s, 3),
                 "verify_ms": [round(1e3 * v, 2) for v in self.verify_s],
                 "draft_full_ms": None if self.draft_full_s is None
                 else round(1e3 * self.draft_full_s, 2),
@@ -89,10 +94,11 @@ def _line(ys: list[float]) -> tuple[float, ...]:
 
 
 @torch.inference_mode()
-def measure(model, context: int, k: int, repeats: int = 7,
-            verification: bool = True) -> MachineCosts:
+def measure(model, context: int, k: int, repeats: int = 7, verification: bool = True,
+            draft_vocab: int | None = None) -> MachineCosts:
     """Sublayer, head and decode times in transformers; with VERIFICATION, forwards
-    over 2..k+1 new tokens too (skip them when vLLM's own will replace them)."""
+    over 2..k+1 new tokens too (skip them when vLLM's own will replace them); the
+    draft's head over the first DRAFT_VOCAB ids."""
     from transformers import DynamicCache
 
     decoder = model.model
@@ -115,7 +121,10 @@ def measure(model, context: int, k: int, repeats: int = 7,
         layer.self_attn(layer.input_layernorm(hidden), position_embeddings=cos_sin,
                         attention_mask=None, past_key_values=cache)
 
+    draft_rows = model.lm_head.weight[:draft_vocab]
     return MachineCosts(
+        draft_head_s=_time(lambda: torch.nn.functional.linear(decoder.norm(
+            decoder.embed_tokens(ids[:, -1:])), draft_rows), repeats),
         attention_s=_time(attention, repeats),
         mlp_s=_time(lambda: layer.mlp(layer.post_attention_layernorm(hidden)), repeats),
         head_s=_time(lambda: model.lm_head(decoder.norm(

@@ -59,6 +59,8 @@ class DraftConfig:
     hybrid: bool = True
     ngram_min: int = 2
     ngram_max: int = 4
+    # The draft's LM head scores only token ids below this (draft_head.py); null: all.
+    vocab: int | None = 32768
 
 
 # Drafting k tokens every step: no gate, no threshold update, no cost model, no n-grams.
@@ -261,6 +263,10 @@ def parse_draft(v: Any, source: str, base: DraftConfig | None = None) -> DraftCo
     for key in ("ngram_min", "ngram_max"):
         if not _is_int(out[key]) or out[key] < 1:
             raise PlanError(source, f"draft.{key}", f"must be a positive integer, got {out[key]!r}")
+    if out["vocab"] is not None and (not _is_int(out["vocab"]) or out["vocab"] < 1):
+        raise PlanError(source, "draft.vocab", "must be a positive integer (the token ids "
+                        f"below it are drafted) or null for the whole vocabulary, got "
+                        f"{out['vocab']!r}")
     if out["ngram_min"] > out["ngram_max"]:
         raise PlanError(source, "draft.ngram_min", "must not exceed draft.ngram_max")
     return DraftConfig(**out)

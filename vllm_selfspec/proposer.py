@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from vllm.forward_context import set_forward_context
 from vllm.v1.spec_decode.llm_base_proposer import compute_probs_and_sample_next_token
 
@@ -22,6 +23,7 @@ from vllm_selfspec.adapters import PreNormDecoderAdapter, adapter_for
 from vllm_selfspec.config import plan_from_vllm_config
 from vllm_selfspec.controller import DraftController
 from vllm_selfspec.cost import kept_weight_share
+from vllm_selfspec.draft_head import DraftHead
 from vllm_selfspec.draft_inputs import DraftStepInputs
 from vllm_selfspec.faults import FAULT
 from vllm_selfspec.plan import SkipPlan
@@ -41,6 +43,7 @@ class SelfSpecProposer:
         self.kept = self.plan.kept_sublayers()
         self.runner = None  # bound by the runner hook before each propose (patches.py)
         self.adapter: PreNormDecoderAdapter | None = None
+        self.head: DraftHead | None = None
         self.inputs: DraftStepInputs | None = None
         self.controller: DraftController | None = None
         self.stats = DraftStats()
@@ -49,6 +52,7 @@ class SelfSpecProposer:
     def load_model(self, model: torch.nn.Module) -> None:
         architecture = self.vllm_config.model_config.architecture
         self.adapter = adapter_for(architecture)(model)
+        self.model = model
         self.set_plan(self.plan)
         logger.info("vllm-selfspec: drafting up to %s tokens with plan %s: %s, %.0f%% of "
                     "the per-token weights kept; policy %s", self.k, self.plan.source,
@@ -59,6 +63,7 @@ class SelfSpecProposer:
         self.plan, self.kept = plan, plan.kept_sublayers()
         self.draft_share = kept_weight_share(self.vllm_config.model_config.hf_config, plan)
         self.controller = DraftController(plan.draft, self.k, self.draft_share)
+        self.head = DraftHead(self.model, plan.draft.vocab)
         self.inputs = None  # the kept attention layers changed
 
     def take_last_draft_probs(self) -> torch.Tensor | None:
@@ -197,7 +202,7 @@ class SelfSpecProposer:
             for layer, kind in self.kept:
                 stream = (ad.attention(layer, positions_t, stream) if kind == "attn"
                           else ad.mlp(layer, stream))
-            return ad.logits(stream)
+            return self.head(ad.final_norm(stream))
 
     def _sample(self, logits, sampling, rows):
         """Draft tokens, their distributions (sampled requests) and the probability
@@ -213,7 +218,11 @@ class SelfSpecProposer:
             # which accepts with min(1, p/q) and stays exact for sampled requests.
             rows_t = torch.from_numpy(rows).to(logits.device)
             row_sampling = replace(sampling, temperature=sampling.temperature[rows_t])
-            tokens, probs = compute_probs_and_sample_next_token(logits.float(), row_sampling)
+            # The rejection sampler takes distributions over the whole vocabulary; ids
+            # the draft head does not score have probability 0.
+            vocab = self.runner.model_config.get_vocab_size()
+            logits = F.pad(logits.float(), (0, vocab - logits.shape[-1]), value=-float("inf"))
+            tokens, probs = compute_probs_and_sample_next_token(logits, row_sampling)
             confidence = probs.gather(1, tokens.view(-1, 1)).view(-1) if gated else None
             if FAULT == "draft_probs":
                 probs = torch.full_like(probs, 1.0 / probs.shape[-1])

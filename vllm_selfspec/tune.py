@@ -114,12 +114,13 @@ def run_tune(cfg: TuneConfig) -> SkipPlan:
     estimator = AcceptanceEstimator(model, prompts, cfg.new_tokens)
     context = int(sum(int(s.positions[-1]) for s in estimator.samples) / len(prompts))
     log(f"measuring this machine's costs at {context} tokens of context: sublayers")
-    costs = machine_costs.measure(model, context, k, verification=False)
+    policy = DraftConfig()
+    costs = machine_costs.measure(model, context, k, verification=False,
+                                  draft_vocab=policy.vocab)
     log("... and vLLM's own decode, verification and draft steps")
     engine = machine_costs.measure_engine(model_path, texts[:3], k, cfg.serve_dtype)
     costs = machine_costs.combine(costs, engine, k)
     log(f"costs: {costs.to_dict()}")
-    policy = DraftConfig()
     num_layers = hf_config.num_hidden_layers
 
     def predict(plan: SkipPlan) -> Walk:

@@ -32,6 +32,7 @@ class SelfSpecWorkerExtension:
         if hasattr(drafter, "stats"):
             stats["draft"] = drafter.stats.as_dict()
             stats["policy"] = drafter.controller.stats()
+            stats["draft_vocab"] = drafter.head.vocab
         return stats
 
     def selfspec_reset_stats(self) -> None:

@@ -1,0 +1,30 @@
+"""The draft head's tensor-parallel split, against vLLM 0.32's own vocabulary shards."""
+
+import pytest
+import torch
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    VocabParallelEmbedding,
+    pad_vocab_size,
+)
+
+from vllm_selfspec.draft_head import join_shards, rows_per_rank
+
+
+@pytest.mark.parametrize("vocab_size,tp_size,vocab", [
+    (49152, 3, 32768), (151936, 2, 32768), (151665, 4, 100000), (1000, 2, 999),
+    (1000, 2, 1), (32000, 4, 32000)])
+def test_sharded_prefix_logits_equal_the_whole_heads(vocab_size, tp_size, vocab):
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(vocab_size, 8), torch.randn(3, 8)
+    padded = pad_vocab_size(vocab_size)
+    counts = rows_per_rank(padded, vocab_size, tp_size, vocab)
+    chunks = []
+    for rank in range(tp_size):
+        # The shard vLLM itself gives this rank (the rows its lm_head holds).
+        shard = VocabParallelEmbedding._get_indices(padded, padded, vocab_size, vocab_size,
+                                                    rank, tp_size)
+        local = weight[shard.org_vocab_start_index:shard.org_vocab_end_index]
+        logits = hidden @ local[:counts[rank]].T
+        chunks.append(torch.nn.functional.pad(logits, (0, max(counts) - counts[rank])))
+    joined = join_shards(torch.cat(chunks, dim=-1), counts)  # what all-gather returns
+    torch.testing.assert_close(joined, (hidden @ weight.T)[:, :vocab])
