@@ -42,7 +42,7 @@ from vllm_selfspec.spec_metrics import spec_counts_of_outputs
 
 SCHEDULES = ("groups", "continuous")
 METHODS = ("vanilla", "vanilla_control", "selfspec", "selfspec_fixed", "selfspec_gated",
-           "ngram", "draft_model")
+           "selfspec_full_head", "ngram", "draft_model")
 DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
 # Drafting policies of the proposer (a plan's `draft:` settings) compared by the bench:
 # `selfspec` is the default (gated, n-gram hybrid, cost model).
@@ -50,6 +50,7 @@ POLICIES = {
     "selfspec": None,
     "selfspec_fixed": draft_overrides(FIXED_K),
     "selfspec_gated": {"hybrid": False},
+    "selfspec_full_head": {"vocab": None},  # the draft head scores the whole vocabulary
 }
 # The draft model a user would pick for each benchmark model (same tokenizer family).
 DEFAULT_DRAFT = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
