@@ -104,4 +104,3 @@ class DraftHead:
         )
 
         return isinstance(getattr(head, "quant_method", None), UnquantizedEmbeddingMethod)
-
