@@ -1,5 +1,7 @@
 """The draft head's tensor-parallel split, against vLLM 0.32's own vocabulary shards."""
 
+import doctest
+
 import pytest
 import torch
 from vllm.model_executor.layers.vocab_parallel_embedding import (
@@ -7,7 +9,13 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
     pad_vocab_size,
 )
 
+from vllm_selfspec import draft_head
 from vllm_selfspec.draft_head import join_shards, rows_per_rank
+
+
+def test_doctests():
+    result = doctest.testmod(draft_head)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize("vocab_size,tp_size,vocab", [
