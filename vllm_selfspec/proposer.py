@@ -42,6 +42,7 @@ class SelfSpecProposer:
         self.plan = plan_from_vllm_config(vllm_config)
         self.kept = self.plan.kept_sublayers()
         self.runner = None  # bound by the runner hook before each propose (patches.py)
+        self.model: torch.nn.Module | None = None  # the target, handed over by load_model
         self.adapter: PreNormDecoderAdapter | None = None
         self.head: DraftHead | None = None
         self.inputs: DraftStepInputs | None = None
