@@ -50,5 +50,5 @@ def weight_counts_from_config(hf_config, draft_vocab: int | None = None) -> Weig
                         head=vocab * h + h, draft_head=min(draft_vocab or vocab, vocab) * h + h)
 
 
-def kept_weight_share(hf_config, plan: SkipPlan) -> float:
-    return kept_share(plan, weight_counts_from_config(hf_config, plan.draft.vocab))
+def kept_weight_share(hf_config, plan: SkipPlan, draft_vocab: int | None) -> float:
+    return kept_share(plan, weight_counts_from_config(hf_config, draft_vocab))

@@ -62,9 +62,11 @@ class SelfSpecProposer:
     def set_plan(self, plan: SkipPlan) -> None:
         plan.check_model(self.adapter.num_layers)
         self.plan, self.kept = plan, plan.kept_sublayers()
-        self.draft_share = kept_weight_share(self.vllm_config.model_config.hf_config, plan)
-        self.controller = DraftController(plan.draft, self.k, self.draft_share)
+        # Priced by the ids the head really scores: a quantized head is scored whole.
         self.head = DraftHead(self.model, plan.draft.vocab)
+        self.draft_share = kept_weight_share(self.vllm_config.model_config.hf_config, plan,
+                                             self.head.vocab)
+        self.controller = DraftController(plan.draft, self.k, self.draft_share)
         self.inputs = None  # the kept attention layers changed
 
     def take_last_draft_probs(self) -> torch.Tensor | None:
