@@ -4,10 +4,12 @@ For each plan, a [self] engine drafting k tokens every step (no gate, no n-gram
 drafts) runs the prompts at batch 1; the mean time of one draft forward is divided by
 the mean time of one vanilla decode step, measured by a vanilla engine on the same
 prompts in the same run. The prediction is the plan's kept share of the per-token
-weights (LM head included): a decode step at batch 1 is bound by reading weights.
-It also reports vLLM's KV-cache capacity with and without the plugin.
+weights (the draft's LM head over the first `draft.vocab` ids, as the proposer scores
+them): a decode step at batch 1 is bound by reading weights. It also reports vLLM's
+KV-cache capacity with and without the plugin.
 
     python benchmarks/draft_cost.py --model qwen2.5-coder-1.5b --out draft-cost.json
+    python benchmarks/draft_cost.py --model qwen2.5-coder-1.5b --plans configs/qwen2.5-coder-1.5b.yaml,mixed
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from vllm_selfspec.config import WORKER_EXTENSION
 from vllm_selfspec.cost import kept_share, weight_counts_from_config
 from vllm_selfspec.engine import local_defaults, reset_runner_stats, runner_stats, selfspec_kwargs
 from vllm_selfspec.models import resolve_model
-from vllm_selfspec.plan import FIXED_K, SkipPlan, draft_overrides
+from vllm_selfspec.plan import FIXED_K, DraftConfig, SkipPlan, draft_overrides, load_plan
 from vllm_selfspec.prompts import load_prompts, render
 
 
@@ -32,6 +34,7 @@ def plans(n: int) -> dict[str, SkipPlan]:
     """Plans of each kind over N layers, from light to heavy skipping."""
     mid = range(n // 4, n - 2)
     return {
+        "full": SkipPlan(n),  # what the draft path itself costs over the target's forward
         "attention-only": SkipPlan(n, attention_skip=tuple(list(mid)[::2][:12])),
         "mlp-only": SkipPlan(n, mlp_skip=tuple(list(mid)[::2][:8])),
         "mixed": SkipPlan(n, attention_skip=tuple(list(mid)[:8]),
@@ -65,6 +68,9 @@ def main() -> int:
     ap.add_argument("-k", type=int, default=4)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out", default="draft-cost.json")
+    ap.add_argument("--plans", default=None,
+                    help="comma-separated plan files (.yaml) and kinds from full, "
+                         "attention-only, mlp-only, mixed, early exit (default: the kinds)")
     args = ap.parse_args()
 
     from transformers import AutoConfig, AutoTokenizer
@@ -73,11 +79,15 @@ def main() -> int:
     hf = AutoConfig.from_pretrained(path)
     prompts = render(load_prompts(args.prompts, args.num_prompts),
                      AutoTokenizer.from_pretrained(path))
-    counts = weight_counts_from_config(hf)
+    counts = weight_counts_from_config(hf, DraftConfig().vocab)
+    kinds = plans(hf.num_hidden_layers)
+    chosen = kinds if args.plans is None else {
+        name: kinds[name] if name in kinds else load_plan(name)
+        for name in args.plans.split(",")}
     stats, kv_vanilla = run(path, prompts, args.max_tokens, args.k, args.dtype)
     decode_ms = 1e3 * stats["steps"]["decode_s"] / stats["steps"]["decode_steps"]
     rows = []
-    for name, plan in plans(hf.num_hidden_layers).items():
+    for name, plan in chosen.items():
         print(f"[draft_cost {time.strftime('%H:%M:%S')}] {name}: {plan.describe()}",
               file=sys.stderr, flush=True)
         s, kv = run(path, prompts, args.max_tokens, args.k, args.dtype,
