@@ -26,7 +26,7 @@ from vllm_selfspec.config import WORKER_EXTENSION
 from vllm_selfspec.cost import kept_share, weight_counts_from_config
 from vllm_selfspec.engine import local_defaults, reset_runner_stats, runner_stats, selfspec_kwargs
 from vllm_selfspec.models import resolve_model
-from vllm_selfspec.plan import FIXED_K, DraftConfig, SkipPlan, draft_overrides, load_plan
+from vllm_selfspec.plan import FIXED_K, SkipPlan, draft_overrides, load_plan
 from vllm_selfspec.prompts import load_prompts, render
 
 
@@ -79,7 +79,7 @@ def main() -> int:
     hf = AutoConfig.from_pretrained(path)
     prompts = render(load_prompts(args.prompts, args.num_prompts),
                      AutoTokenizer.from_pretrained(path))
-    counts = weight_counts_from_config(hf, DraftConfig().vocab)
+    counts = weight_counts_from_config(hf, FIXED_K.vocab)  # the draft head the engines run
     kinds = plans(hf.num_hidden_layers)
     chosen = kinds if args.plans is None else {
         name: kinds[name] if name in kinds else load_plan(name)
