@@ -58,8 +58,8 @@ DEFAULT_DRAFT = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
 # default threading layer is OpenMP: on vLLM-CPU, the Intel OpenMP runtime preloaded for
 # torch, whose forwards then share it with numba's. Every forward of an ngram engine,
 # plain decode steps included, ran 1.5-1.8x slower than vanilla's on this project's CPUs
-# (docs/bench/*-ngram-threading); numba's own workqueue layer leaves torch alone. Set
-# for ngram engines only, unless the caller set it.
+# (README: "vLLM's ngram on CPU needs NUMBA_THREADING_LAYER=workqueue"); numba's own
+# workqueue layer leaves torch alone. Set for ngram engines only, unless the caller set it.
 NGRAM_CPU_ENV = {"NUMBA_THREADING_LAYER": "workqueue"}
 
 
