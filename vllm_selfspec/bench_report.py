@@ -139,8 +139,8 @@ def markdown(results: dict) -> str:
             f"{r['mean_acceptance_length'] or '-'} | "
             f"{', '.join(f'{a:.2f}' for a in r['acceptance_by_position']) or '-'} | "
             f"{st['total_ms']:.1f} ({st['draft_ms']:.1f} + {st['verify_ms']:.1f}) | {div} |")
-    lines += ["", "| method | KV cache (tokens) | peak memory (GiB) | environment set by the bench |",
-              "|---|---|---|---|"]
+    lines += ["", "| method | KV cache (tokens) | peak memory (GiB) "
+                  "| environment set by the bench |", "|---|---|---|---|"]
     for method, e in results["engines"].items():
         env = " ".join(f"{k}={v}" for k, v in e.get("environment", {}).items()) or "-"
         lines.append(f"| {method} | {e['kv_cache_tokens']} | {e['peak_memory_gib']} | {env} |")
