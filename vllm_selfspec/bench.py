@@ -217,6 +217,12 @@ def kv_capacity_tokens(llm) -> int | None:
     return cache.num_gpu_blocks * cache.block_size if cache.num_gpu_blocks else None
 
 
+def engine_facts(llm, method: str) -> dict:
+    """What results.json records of METHOD's engine besides its peak memory."""
+    # The environment as `engine_environment` set it: the bench's own is the same again.
+    return {"kv_cache_tokens": kv_capacity_tokens(llm), "environment": added_environment(method)}
+
+
 _request_ids = count()
 
 
@@ -318,8 +324,7 @@ def run_in_turn(cfg: BenchConfig, model: str, texts, groups, params):
             log(f"repeat {repeat + 1}/{cfg.repeats}: {method} ({done + 1}/{total}{eta})")
             with engine(model, cfg, method) as llm:
                 warm_up(llm, texts)
-                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm),
-                                           "environment": added_environment(method)})
+                engines.setdefault(method, engine_facts(llm, method))
                 for b in cfg.batch_sizes:
                     for category, prompts in groups.items():
                         row = measure(llm, prompts, b, params, cfg.schedule)
@@ -345,8 +350,7 @@ def run_interleaved(cfg: BenchConfig, model: str, texts, groups, params):
                 log(f"starting {method}")
                 llms[method] = llm = stack.enter_context(engine(model, cfg, method))
                 warm_up(llm, texts)
-                engines.setdefault(method, {"kv_cache_tokens": kv_capacity_tokens(llm),
-                                           "environment": added_environment(method)})
+                engines.setdefault(method, engine_facts(llm, method))
             llms = {m: llms[m] for m in cfg.methods}
             for repeat in range(first, first + per_set):
                 for b in cfg.batch_sizes:
