@@ -2,13 +2,16 @@
 
 import doctest
 import itertools
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from vllm_selfspec import controller, policy
-from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, Acceptance, CostTracker,
-                                      DraftController)
+from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, REFRESH_COSTS_EVERY, Acceptance,
+                                      CostTracker, DraftController)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
                                   expected_tokens, ngram_draft, ngram_drafts)
@@ -23,37 +26,59 @@ def _line(draft, per_draft, batch=1):
     return StepCosts.line(draft, 1.0, per_draft, batch, k=4)
 
 
-def test_ngram_prefers_the_longest_and_latest_match():
-    ctx = np.array([7, 8, 9, 1, 2, 5, 6, 1, 2, 3, 4, 0, 7, 8, 9, 1, 2])
-    # [8, 9, 1, 2] (n=4) occurred at 1..4, followed by 5, 6; a shorter [1, 2] would
-    # have matched later, at 8..9 (followed by 3, 4): the longer match wins.
+def test_ngram_prefers_the_longest_and_earliest_match():
+    ctx = np.array([1, 2, 3, 4, 7, 8, 9, 1, 2, 5, 6, 1, 2, 0, 7, 8, 9, 1, 2])
+    # [8, 9, 1, 2] (n=4) occurred at 5..8, followed by 5, 6; a shorter [1, 2] would
+    # have matched earlier, at 0..1 (followed by 3, 4): the longer match wins.
     assert ngram_draft(ctx, 2, 4, 3) == [5, 6, 1]
-    assert ngram_draft(ctx, 2, 2, 3) == [3, 4, 0]  # [1, 2]: the latest occurrence
+    assert ngram_draft(ctx, 2, 2, 3) == [3, 4, 7]  # [1, 2]: the earliest occurrence
     assert ngram_draft(ctx, 5, 6, 3) == [5, 6, 1]  # [7, 8, 9, 1, 2] too
     assert ngram_draft(ctx, 6, 7, 3) == []
     assert ngram_draft(np.array([3, 3, 3]), 2, 2, 4) == [3]  # runs reach the end
 
 
 def _ngram_reference(tokens, min_n, max_n, k):
-    """The definition, spelt out: longest n first, then the latest occurrence that ends
-    before the context's last token."""
+    """The definition, spelt out: longest n first, then the earliest occurrence that
+    ends before the context's last token."""
     tokens = list(tokens)
     for n in range(min(max_n, len(tokens) - 1), min_n - 1, -1):
         suffix = tokens[-n:]
-        for end in range(len(tokens) - 2, n - 2, -1):
+        for end in range(n - 1, len(tokens) - 1):
             if tokens[end - n + 1:end + 1] == suffix:
                 return tokens[end + 1:end + 1 + k]
     return []
 
 
-def test_ngram_lookup_matches_its_definition():
-    rng = np.random.default_rng(0)
-    for _ in range(2000):
+def _random_contexts(seed, count):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
         length, vocab = int(rng.integers(1, 40)), int(rng.integers(1, 6))
-        tokens = rng.integers(0, vocab, length)
         min_n = int(rng.integers(1, 4))
-        max_n, k = min_n + int(rng.integers(0, 3)), int(rng.integers(1, 5))
+        yield (rng.integers(0, vocab, length), min_n, min_n + int(rng.integers(0, 3)),
+               int(rng.integers(1, 5)))
+
+
+def test_ngram_lookup_matches_its_definition():
+    for tokens, min_n, max_n, k in _random_contexts(0, 2000):
         assert ngram_draft(tokens, min_n, max_n, k) == _ngram_reference(tokens, min_n, max_n, k)
+
+
+def test_ngram_lookup_drafts_what_vllms_ngram_method_drafts():
+    # The hybrid's n-gram drafts are vLLM's own (its numba kernel, as the pinned version
+    # has it): the same request gets the same free draft from either method. Asked in
+    # another process: vLLM 0.32's CPU kernel registration, which a later test runs in
+    # this one, scans every loaded module and fails on an object of numba's compiler.
+    cases = [(t.tolist(), min_n, max_n, k) for t, min_n, max_n, k in _random_contexts(2, 2000)]
+    script = ("import json, sys, numpy as np\n"
+              "from vllm.v1.spec_decode.ngram_proposer import "
+              "_find_longest_matched_ngram_and_propose_tokens as f\n"
+              "print(json.dumps([f(np.array(t, dtype=np.int32), a, b, 10**6, k).tolist()"
+              " for t, a, b, k in json.load(sys.stdin)]))")
+    vllm_drafts = json.loads(subprocess.run([sys.executable, "-c", script], check=True,
+                                            input=json.dumps(cases), capture_output=True,
+                                            text=True).stdout)
+    for (tokens, min_n, max_n, k), expected in zip(cases, vllm_drafts):
+        assert ngram_draft(np.array(tokens), min_n, max_n, k) == expected, (tokens, min_n, max_n, k)
 
 
 def test_batched_ngram_lookup_reads_each_row_up_to_its_length():
@@ -302,8 +327,9 @@ def test_rejected_layer_drafts_leave_ngram_drafts_on():
     assert c.acceptance("a", "ngram") < 0.15
     # Verifying a draft costs 5% of a step here: worth it down to 5% acceptance.
     assert c.decide(["a"], [3]) == (1, 0)
-    c.costs.add_verify(5, 0.3)  # verification measured dearer: the line steepens
-    assert c.decide(["a"], [3]) == (0, 0)
+    c.costs.add_verify(5, 0.3)  # verification measured dearer: the line steepens ...
+    choices = [c.decide(["a"], [3]) for _ in range(REFRESH_COSTS_EVERY)]
+    assert choices[-1] == (0, 0)  # ... which counts once the step costs are read again
     assert c.stats()["drafted"] == {"model": 80, "ngram": 60}
 
 
@@ -353,3 +379,24 @@ def test_draft_section_and_overrides():
     assert fixed.draft.threshold == 0.2 and not fixed.draft.cost_model
     assert fixed.draft.target_acceptance is None
     assert plan.with_draft({"vocab": None}, "cfg").draft.vocab is None  # the whole vocabulary
+
+
+def test_step_costs_are_read_again_every_few_decisions_for_each_batch_size():
+    c = _controller()
+    reads = []
+
+    def agree(costs):  # under TP: a broadcast from rank 0
+        reads.append(costs)
+        return costs
+
+    for _ in range(2 * REFRESH_COSTS_EVERY):
+        c.decide(["a"], [2], agree=agree)
+    assert len(reads) == 2
+    c.decide(["a", "b"], [2, 0], agree=agree)  # another batch size
+    assert len(reads) == 3 and len(reads[2].verify) == 2 * 4 + 1
+
+
+def test_nothing_is_drafted_until_a_step_is_measured_on_rank_zero():
+    c = _controller()
+    assert c.decide(["a"], [3], agree=lambda costs: None) == (0, 0)
+    assert c.decide(["a"], [3])[0] > 0  # read again at the next step, not kept as None

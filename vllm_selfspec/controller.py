@@ -5,8 +5,8 @@ Each step the controller learns how many of the last drafts each request accepte
 from each source (n-gram lookup, kept layers), picks a draft length for the batch
 and whether the layers draft (zero allowed: then the step is a plain decode step)
 and hands out per-request confidence thresholds. The decisions rest on values that
-are the same on every tensor-parallel rank, except the measured step times: the
-choice made from them is taken from rank 0 (see `SelfSpecProposer._decide`).
+are the same on every tensor-parallel rank, except the measured step times: every
+rank prices with rank 0's (see `SelfSpecProposer._agree`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ POOLED_DECAY = 0.99  # the same across requests: the prior of each new request
 PROBE_EVERY, PROBE_MAX = 8, 64
 # Extra forward time per extra token, as a share of the step, until measured.
 PRIOR_TOKEN_SHARE = 0.1
+# Steps the policy prices with the step times it read, before it reads them again from
+# what was measured since: they drift slowly, and under TP reading them means taking
+# rank 0's, a broadcast.
+REFRESH_COSTS_EVERY = 8
 
 
 @dataclass
@@ -191,6 +195,9 @@ class DraftController:
         self.source_drafted = dict.fromkeys(SOURCES, 0)
         self.source_accepted = dict.fromkeys(SOURCES, 0)
         self.objective_steps = {"throughput": 0, "slowest": 0}  # steps priced each way
+        self.decisions = 0
+        # By batch size: the step costs priced with, and the decision they were read at.
+        self.step_costs: dict[int, tuple[StepCosts, int]] = {}
 
     def state(self, req_id: str) -> RequestState:
         if req_id not in self.requests:
@@ -230,25 +237,25 @@ class DraftController:
             self.requests = {r: s for r, s in self.requests.items() if r in live}
 
     def decide(self, req_ids: list[str], ngram_lengths: list[int],
-               remaining: list[int] | None = None) -> tuple[int, int]:
+               remaining: list[int] | None = None, agree=lambda costs: costs
+               ) -> tuple[int, int]:
         """(n, m) for this step, as in `policy.best_draft`: at most n n-gram drafts per
         request, m layer drafts for the rest. NGRAM_LENGTHS: the n-gram draft each
         request's context offers (0: none). REMAINING: the tokens each request may
         still generate, given when no request waits for a place in the batch (then
         the step is priced by how it shrinks the most tokens left), None while some
-        do. Under TP, rank 0's choice is the one used."""
+        do. AGREE turns the step costs this rank measured into those every rank
+        prices with (rank 0's, under TP): everything else the choice rests on is alike
+        on every rank, so every rank chooses alike."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
-        costs = self.costs.costs(len(req_ids), self.k)
+        self.decisions += 1
+        costs = self._step_costs(len(req_ids), agree)
         if costs is None:  # nothing measured yet: a plain step, to measure one
             return 0, 0
         behind = None if remaining is None else [max(remaining) - r for r in remaining]
         self.objective_steps["throughput" if behind is None else "slowest"] += 1
-        states = [self.state(r) for r in req_ids]
-        ngram_acceptance = [st.acceptance["ngram"].rate for st in states]
-        n, m = best_draft(ngram_lengths, ngram_acceptance,
-                          [st.acceptance["model"].rate for st in states], costs, self.k,
-                          behind)
+        n, m = self._price(costs, req_ids, ngram_lengths, behind)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
@@ -261,12 +268,28 @@ class DraftController:
         # Acceptance is learnt only from drafts verified: try one token of each again,
         # unless not even drafts that always pass would pay for the draft forward at
         # this batch size (at large batches a forward costs more than it can gain).
-        perfect = [1.0] * len(req_ids)
-        if not best_draft(ngram_lengths, ngram_acceptance, perfect, costs, self.k,
-                          behind)[1]:
+        if not self._price(costs, req_ids, ngram_lengths, behind, perfect_layers=True)[1]:
             return n, m
         self.probing = True
         return max(n, 1), 1
+
+    def _step_costs(self, batch: int, agree) -> StepCosts | None:
+        """The costs of a step of BATCH requests, as read at most REFRESH_COSTS_EVERY
+        decisions ago; None before any step is measured. Read at the same decisions on
+        every rank, as it depends only on how many were made."""
+        costs, read_at = self.step_costs.get(batch, (None, 0))
+        if costs is None or self.decisions - read_at >= REFRESH_COSTS_EVERY:
+            costs = agree(self.costs.costs(batch, self.k))
+            if costs is not None:
+                self.step_costs[batch] = (costs, self.decisions)
+        return costs
+
+    def _price(self, costs, req_ids, ngram_lengths, behind, perfect_layers=False):
+        states = [self.state(r) for r in req_ids]
+        model = [1.0] * len(states) if perfect_layers else \
+            [st.acceptance["model"].rate for st in states]
+        return best_draft(ngram_lengths, [st.acceptance["ngram"].rate for st in states], model,
+                          costs, self.k, behind)
 
     def threshold(self, req_id: str) -> float:
         return self.state(req_id).threshold.threshold

@@ -22,10 +22,13 @@ import numpy as np
 
 
 def ngram_draft(tokens: np.ndarray, min_n: int, max_n: int, k: int) -> list[int]:
-    """Up to K tokens that followed the latest earlier occurrence of the context's
-    longest suffix n-gram (MAX_N down to MIN_N tokens long).
+    """Up to K tokens that followed the earliest occurrence of the context's longest
+    suffix n-gram (MAX_N down to MIN_N tokens long), as vLLM's ngram method and
+    Hugging Face's prompt lookup choose it: replaying greedy outputs of prompts not
+    tuned on (scripts/ngram_match_study.py), the earliest took 0.2-1.8% fewer
+    verification steps than the latest occurrence.
 
-    >>> ngram_draft(np.array([5, 1, 2, 3, 9, 9, 1, 2, 3]), 2, 3, 2)
+    >>> ngram_draft(np.array([5, 1, 2, 3, 9, 9, 1, 2, 3, 7, 1, 2, 3]), 2, 3, 2)
     [9, 9]
     >>> ngram_draft(np.array([1, 2, 3, 4]), 2, 3, 2)
     []
@@ -65,10 +68,10 @@ def ngram_drafts(token_ids: np.ndarray, lengths: np.ndarray, min_n: int, max_n: 
         if not alive.any():
             break
         length += alive
-    # Per row, the longest match and, among those, the latest.
+    # Per row, the longest match and, among those, the earliest: one key to maximise.
     best = np.full(len(lengths), -1, dtype=np.int64)
-    np.maximum.at(best, row, length * width + end)
-    return [tokens[i, e % width + 1:min(e % width + 1 + budget, n)].tolist()
+    np.maximum.at(best, row, length * width + (width - 1 - end))
+    return [tokens[i, width - e % width:min(width - e % width + budget, n)].tolist()
             if e >= 0 and e // width >= min_n else []
             for i, (e, budget, n) in enumerate(zip(best.tolist(), budgets.tolist(),
                                                    lengths.tolist()))]

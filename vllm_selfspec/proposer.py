@@ -155,14 +155,16 @@ class SelfSpecProposer:
             self.controller.costs.add_verify(last[1], last[2])
 
     def _decide(self, req_ids, ngram_lengths, remaining) -> tuple[int, int]:
-        n, m = self.controller.decide(req_ids, ngram_lengths, remaining)
-        if self.tp_size > 1 and self.plan.draft.cost_model:
-            # Chosen from measured times, which differ between ranks: take rank 0's,
-            # or the ranks would run different numbers of forwards and deadlock.
-            from vllm.distributed import get_tp_group
+        return self.controller.decide(req_ids, ngram_lengths, remaining, self._agree)
 
-            n, m = get_tp_group().broadcast_object((n, m), src=0)
-        return n, m
+    def _agree(self, costs):
+        """Rank 0's step COSTS on every rank. Each rank measures its own, and ranks
+        that priced drafts apart would run different numbers of forwards and deadlock."""
+        if self.tp_size == 1:
+            return costs
+        from vllm.distributed import get_tp_group
+
+        return get_tp_group().broadcast_object(costs, src=0)
 
     def _rows_to_draft(self, sampled_token_ids, num_tokens_no_spec):
         """Rows that just sampled a token, how many tokens each may draft, and how many

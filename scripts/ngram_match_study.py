@@ -1,0 +1,72 @@
+"""Which earlier occurrence of a request's suffix n-gram makes the better free draft?
+
+Generates greedy outputs with vanilla vLLM, then replays them: at each step the draft is
+the tokens after the earliest, or the latest, occurrence of the longest suffix n-gram
+(2 to 4 tokens), and the step yields the draft's accepted prefix plus one token. Prints
+the verification steps each rule takes for the same outputs.
+
+    python scripts/ngram_match_study.py smollm2-135m humaneval --first 100 --count 60
+"""
+
+from __future__ import annotations
+
+import argparse
+
+K, MIN_N, MAX_N = 4, 2, 4
+
+
+def draft(tokens: list[int], earliest: bool) -> list[int]:
+    for n in range(min(MAX_N, len(tokens) - 1), MIN_N - 1, -1):
+        ends = range(n - 1, len(tokens) - 1)
+        for end in (ends if earliest else reversed(ends)):
+            if tokens[end - n + 1:end + 1] == tokens[-n:]:
+                return tokens[end + 1:end + 1 + K]
+    return []
+
+
+def steps(prompt: list[int], output: list[int], earliest: bool) -> int:
+    done = count = 0
+    while done < len(output):
+        d = draft(prompt + output[:done], earliest)
+        accepted = 0
+        while accepted < len(d) and done + accepted < len(output) \
+                and d[accepted] == output[done + accepted]:
+            accepted += 1
+        done += accepted + 1
+        count += 1
+    return count
+
+
+def main() -> None:
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from vllm_selfspec.engine import local_defaults
+    from vllm_selfspec.models import resolve_model
+    from vllm_selfspec.prompts import load_prompts, render
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("prompts", help="humaneval, xsum or a JSONL file")
+    p.add_argument("--first", type=int, default=100, help="index of the first prompt used")
+    p.add_argument("--count", type=int, default=40)
+    p.add_argument("--max-tokens", type=int, default=64)
+    args = p.parse_args()
+    model = resolve_model(args.model)
+    records = load_prompts(args.prompts, args.first + args.count)[args.first:]
+    llm = LLM(model=model, dtype="float32", max_model_len=4096, max_num_seqs=8, seed=0,
+              **local_defaults(1.0))
+    results = llm.generate(render(records, AutoTokenizer.from_pretrained(model)),
+                           SamplingParams(temperature=0, max_tokens=args.max_tokens),
+                           use_tqdm=False)
+    pairs = [(list(r.prompt_token_ids), list(r.outputs[0].token_ids)) for r in results]
+    tokens = sum(len(o) for _, o in pairs)
+    for earliest in (False, True):
+        total = sum(steps(p, o, earliest) for p, o in pairs)
+        print(f"{args.model} {args.prompts} [{args.first}:{args.first + len(pairs)}] "
+              f"{'earliest' if earliest else 'latest':8s}: {tokens} tokens in {total} steps "
+              f"({tokens / total:.3f} per step)")
+
+
+if __name__ == "__main__":
+    main()
