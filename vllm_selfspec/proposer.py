@@ -83,8 +83,9 @@ class SelfSpecProposer:
         # The scheduler's queue, stamped on this step's scheduler output (patches.py).
         if getattr(self.runner, "selfspec_waiting", None) != 0:
             remaining = None
-        by_ngram, by_layers = self._decide([req_ids[r] for r in rows],
-                                           [len(f) for f in found], remaining)
+        by_ngram, by_layers = self.controller.decide([req_ids[r] for r in rows],
+                                                     [len(f) for f in found], remaining,
+                                                     self._agree)
         for r, budget, tokens in zip(rows.tolist(), budgets.tolist(), found):
             if tokens and min(budget, by_ngram):
                 drafts[r] = tokens[:min(budget, by_ngram)]
@@ -153,9 +154,6 @@ class SelfSpecProposer:
         last = step_times(self.runner).take_last_step()
         if last and last[0] and (last[1] - last[0]) <= self.k * last[0]:
             self.controller.costs.add_verify(last[1], last[2])
-
-    def _decide(self, req_ids, ngram_lengths, remaining) -> tuple[int, int]:
-        return self.controller.decide(req_ids, ngram_lengths, remaining, self._agree)
 
     def _agree(self, costs):
         """Rank 0's step COSTS on every rank. Each rank measures its own, and ranks
