@@ -3,7 +3,9 @@
 Generates greedy outputs with vanilla vLLM, then replays them: at each step the draft is
 the tokens after the earliest, or the latest, occurrence of the longest suffix n-gram
 (2 to 4 tokens), and the step yields the draft's accepted prefix plus one token. Prints
-the verification steps each rule takes for the same outputs.
+the verification steps each rule takes for the same outputs, and, for the earliest, how
+many steps had a draft cut short of K by the context's end and accepted whole: the only
+steps where extending an n-gram draft with layer drafts could have won more tokens.
 
     python scripts/ngram_match_study.py smollm2-135m humaneval --first 100 --count 60
 """
@@ -24,17 +26,20 @@ def draft(tokens: list[int], earliest: bool) -> list[int]:
     return []
 
 
-def steps(prompt: list[int], output: list[int], earliest: bool) -> int:
-    done = count = 0
+def steps(prompt: list[int], output: list[int], earliest: bool) -> tuple[int, int]:
+    """Verification steps to replay OUTPUT, and how many had a draft shorter than K
+    that was accepted whole."""
+    done = count = short = 0
     while done < len(output):
         d = draft(prompt + output[:done], earliest)
         accepted = 0
         while accepted < len(d) and done + accepted < len(output) \
                 and d[accepted] == output[done + accepted]:
             accepted += 1
+        short += 0 < len(d) < K and accepted == len(d) and done + accepted < len(output)
         done += accepted + 1
         count += 1
-    return count
+    return count, short
 
 
 def main() -> None:
@@ -62,10 +67,11 @@ def main() -> None:
     pairs = [(list(r.prompt_token_ids), list(r.outputs[0].token_ids)) for r in results]
     tokens = sum(len(o) for _, o in pairs)
     for earliest in (False, True):
-        total = sum(steps(p, o, earliest) for p, o in pairs)
+        total, short = map(sum, zip(*(steps(p, o, earliest) for p, o in pairs)))
         print(f"{args.model} {args.prompts} [{args.first}:{args.first + len(pairs)}] "
               f"{'earliest' if earliest else 'latest':8s}: {tokens} tokens in {total} steps "
-              f"({tokens / total:.3f} per step)")
+              f"({tokens / total:.3f} per step); {short} steps with a short draft "
+              f"accepted whole")
 
 
 if __name__ == "__main__":
