@@ -3,9 +3,9 @@
 Generates greedy outputs with vanilla vLLM, then replays them: at each step the draft is
 the tokens after the earliest, or the latest, occurrence of the longest suffix n-gram
 (2 to 4 tokens), and the step yields the draft's accepted prefix plus one token. Prints
-the verification steps each rule takes for the same outputs, and, for the earliest, how
-many steps had a draft cut short of K by the context's end and accepted whole: the only
-steps where extending an n-gram draft with layer drafts could have won more tokens.
+the verification steps each rule takes for the same outputs, and how many of them had a
+draft cut short of K by the context's end and accepted whole: the only steps where
+extending an n-gram draft with layer drafts could have won more tokens.
 
     python scripts/ngram_match_study.py smollm2-135m humaneval --first 100 --count 60
 """
