@@ -11,10 +11,10 @@ import pytest
 
 from vllm_selfspec import controller, policy
 from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, REFRESH_COSTS_EVERY, Acceptance,
-                                      CostTracker, DraftController)
+                                      CostTracker, DraftController, EarlyEnds)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
-                                  expected_tokens, ngram_draft, ngram_drafts)
+                                  Finish, expected_tokens, ngram_draft, ngram_drafts)
 
 
 def test_doctests():
@@ -96,44 +96,74 @@ def test_batched_ngram_lookup_reads_each_row_up_to_its_length():
             for i, (n, b) in enumerate(zip(lengths, budgets))]
 
 
-def _best_draft_reference(found, a_ngram, a_model, costs, k, behind=None):
-    """Each option priced on its own, as best_draft's docstring says; with BEHIND, the
-    expected shrink of the most tokens left from every joint outcome of the requests'
-    acceptances, enumerated."""
-    def gain(drafts, acceptance):
-        if behind is None:
-            return sum(expected_tokens(a, d) for a, d in zip(acceptance, drafts))
-        total = 0.0
-        for tokens in itertools.product(*(range(1, d + 2) for d in drafts)):
-            p = 1.0
-            for t, d, a in zip(tokens, drafts, acceptance):
-                p *= a ** (t - 1) * ((1 - a) if t <= d else 1.0)
-            total += p * min(t + b for t, b in zip(tokens, behind))
-        return total
+def _batch_end_shrink(drafts, acceptance, behind):
+    """With requests BEHIND the one with the most tokens left by as many tokens, and
+    every request gaining one a step: the expected shrink of the most left, from every
+    joint outcome of the requests' acceptances, enumerated."""
+    total = 0.0
+    for tokens in itertools.product(*(range(1, d + 2) for d in drafts)):
+        p = 1.0
+        for t, d, a in zip(tokens, drafts, acceptance):
+            p *= a ** (t - 1) * ((1 - a) if t <= d else 1.0)
+        total += p * min(t + b for t, b in zip(tokens, behind))
+    return total
 
+
+def _best_draft_rates(found, a_ngram, a_model, costs, k, behind=None):
+    """Each option's expected tokens (or, with BEHIND, shrink of the most tokens left)
+    per second, priced on its own as best_draft's docstring says."""
     def rate(n, m):
         drafts = [min(f, n) if f else m for f in found]
         acceptance = [an if f else am for f, an, am in zip(found, a_ngram, a_model)]
         forwards = m if not all(found) else 0
-        return gain(drafts, acceptance) / (forwards * costs.draft + costs.verify[sum(drafts)])
+        gain = sum(expected_tokens(a, d) for a, d in zip(acceptance, drafts)) \
+            if behind is None else _batch_end_shrink(drafts, acceptance, behind)
+        return gain / (forwards * costs.draft + costs.verify[sum(drafts)])
 
     options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
-    return max(options, key=lambda o: rate(*o))
+    return {o: rate(*o) for o in options}
 
 
 def test_best_draft_matches_its_definition():
     rng = np.random.default_rng(0)
-    for _ in range(1000):
+    for _ in range(300):
         batch, k = int(rng.integers(1, 5)), int(rng.integers(1, 4))
         found = rng.integers(0, k + 1, batch) * (rng.random(batch) < 0.5)
         a_ngram, a_model = rng.random(batch).round(1), rng.random(batch).round(1)
         costs = StepCosts.line(float(rng.random()), 1.0, float(rng.random()), batch, k)
-        behind = None
-        if rng.random() < 0.5:
-            left = rng.integers(0, 8, batch)
-            behind = (left.max() - left).tolist()
-        args = (found.tolist(), a_ngram.tolist(), a_model.tolist(), costs, k, behind)
-        assert best_draft(*args) == _best_draft_reference(*args), args
+        args = (found.tolist(), a_ngram.tolist(), a_model.tolist(), costs, k)
+        rates = _best_draft_rates(*args)
+        assert best_draft(*args) == max(rates, key=rates.get), args
+        # Nothing waits, no request ends early, each gains one token a step: the batch's
+        # end is when the most tokens left reach 0.
+        left = rng.integers(0, 8, batch) + 5
+        rates = _best_draft_rates(*args, behind=(left.max() - left).tolist())
+        chosen = best_draft(*args, Finish(left, np.ones(batch), np.zeros(batch)))
+        # Within a hair of the best: the finish times are smoothed on a grid.
+        assert rates[chosen] >= 0.99 * max(rates.values()), (args, left, chosen, rates)
+
+
+def test_batch_end_gain_matches_sampled_finishes():
+    rng = np.random.default_rng(1)
+    k, samples = 3, 400_000
+    for _ in range(10):
+        batch = int(rng.integers(1, 5))
+        finish = Finish(rng.integers(3, 30, batch).astype(float), 1 + rng.random(batch),
+                        rng.random(batch), hazard=float(rng.choice([0.0, 0.05])))
+        drafts = rng.integers(0, k + 1, (2, batch))
+        acceptance = rng.random(batch)
+        # Steps to finish: on time as a normal, or early at a geometric token.
+        on_time = rng.normal(finish.left / finish.rate, np.sqrt(
+            finish.left * finish.variance / finish.rate ** 3), (samples, batch))
+        stop = rng.geometric(finish.hazard, (samples, batch)) if finish.hazard else \
+            np.full((samples, batch), np.inf)
+        end = np.where(stop <= finish.left, stop / finish.rate, on_time)
+        for option, d in zip(finish.gain(drafts, acceptance, k), drafts):
+            passed = (rng.random((samples, batch, k)) < acceptance[:, None]).cumprod(axis=2)
+            gained = 1 + np.minimum(passed.sum(axis=2), d)
+            after = np.maximum(end - gained / finish.rate, 0)  # may end within the step
+            sampled = end.max(axis=1).mean() - after.max(axis=1).mean()
+            assert option == pytest.approx(sampled, abs=0.05), (finish, d, acceptance)
 
 
 def test_threshold_rises_while_drafts_fail_and_falls_while_they_pass():
@@ -227,19 +257,59 @@ def test_nothing_is_drafted_before_a_step_is_measured():
     assert c.decide(["a"], [3])[0] > 0
 
 
-def test_when_nothing_waits_drafts_must_speed_up_the_slowest_request():
-    c = _controller()
+def _pair_controller() -> DraftController:
+    """A controller for batches of 2, where a token costs a tenth of a step, that has
+    seen b's layer drafts fail."""
+    c = DraftController(DraftConfig(), k=4, draft_share=0.2)
+    c.costs.add_verify(2, 0.1)
+    c.costs.add_verify(6, 0.14)
     for _ in range(20):
         c.record("b", 4, "model")
-        c.observe(["b"], [[1]])  # b's layer drafts fail
-    # Two requests with as many tokens left: an n-gram draft for one of them only
-    # lengthens the step the other one finishes in.
+        c.observe(["b"], [[1]])
+    return c
+
+
+def test_when_nothing_waits_drafts_must_bring_the_batch_end_nearer():
+    c = _pair_controller()
+    # Two requests with as many tokens left, none seen ending early: an n-gram draft for
+    # one of them only lengthens the step the other one finishes in.
     assert c.decide(["a", "b"], [3, 0], remaining=[20, 20]) == (0, 0)
     assert c.decide(["a", "b"], [3, 3], remaining=[20, 20])[0] > 0
     # b is more than one step's drafts ahead: a's drafts decide when the batch is done.
     assert c.decide(["a", "b"], [3, 0], remaining=[20, 10])[0] > 0
     assert c.decide(["a", "b"], [3, 0])[0] > 0  # requests waiting: tokens per second
-    assert c.stats()["objective_steps"] == {"slowest": 3, "throughput": 1}
+    assert c.stats()["objective_steps"] == {"batch_end": 3, "throughput": 1}
+
+
+def test_a_token_gained_now_counts_when_the_others_find_drafts_often():
+    c = _pair_controller()
+    # a and b find n-gram drafts at every step and pass most of them.
+    for _ in range(20):
+        c.decide(["a", "b"], [3, 3], remaining=[30, 30])
+        for r in "ab":
+            c.record(r, 3, "ngram")
+        c.observe(["a", "b"], [[1, 2, 3], [1, 2, 3]])
+    # Level, and only a has one now: b will likely catch up at a later step.
+    assert c.decide(["a", "b"], [3, 0], remaining=[20, 20])[0] > 0
+
+
+def test_requests_seen_ending_early_make_any_one_of_them_the_last():
+    c = _pair_controller()
+    assert c.decide(["a", "b"], [3, 0], remaining=[20, 20]) == (0, 0)
+    # Requests leave the batch well short of their limit: a or b may as well, and a's
+    # drafts count by the chance that a is the one left to finish.
+    for i in range(20):
+        c.decide([f"{i}"], [0], remaining=[20])
+        c.observe([], [])
+    assert c.early_ends.hazard > 0.05
+    assert c.decide(["a", "b"], [3, 0], remaining=[20, 20])[0] > 0
+
+
+def test_early_ends_count_requests_gone_short_of_their_limit():
+    ends = EarlyEnds(prior_ends=0.0, prior_tokens=1.0)
+    # a left with 9 tokens to go: a stop; b with 2, within one step's reach: unknown.
+    ends.observe({"a": 9, "b": 2, "c": 9}, ["c"], tokens=4, k=4)
+    assert ends.ends == 1 and ends.tokens == 4
 
 
 def test_acceptance_learns_from_verifications():

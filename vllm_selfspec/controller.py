@@ -1,8 +1,9 @@
-"""The proposer's drafting policy, with its state: per-request acceptance and
-thresholds, and what steps cost on this machine.
+"""The proposer's drafting policy, with its state: per-request acceptance, thresholds
+and how often n-gram drafts are found, how often requests end early, and what steps
+cost on this machine.
 
 Each step the controller learns how many of the last drafts each request accepted,
-from each source (n-gram lookup, kept layers), picks a draft length for the batch
+from each source (n-gram lookup, kept layers), and which requests left the batch; picks a draft length for the batch
 and whether the layers draft (zero allowed: then the step is a plain decode step)
 and hands out per-request confidence thresholds. The decisions rest on values that
 are the same on every tensor-parallel rank, except the measured step times: every
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vllm_selfspec.plan import DraftConfig
-from vllm_selfspec.policy import DraftAndVerifyThreshold, StepCosts, best_draft
+from vllm_selfspec.policy import (DraftAndVerifyThreshold, Finish, StepCosts, best_draft,
+                                  drafting_yield)
 
 SOURCES = ("model", "ngram")
 PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
@@ -56,9 +58,55 @@ class Acceptance:
 
 
 @dataclass
+class Frequency:
+    """How often something happens, shrunk towards a prior while data is thin."""
+
+    prior: float = 0.5
+    decay: float = DECAY
+    hits: float = 0.0
+    trials: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return (self.hits + self.prior * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
+
+    def observe(self, hit: bool) -> None:
+        self.hits = self.decay * self.hits + hit
+        self.trials = self.decay * self.trials + 1
+
+
+@dataclass
+class EarlyEnds:
+    """How often a generated token ends its request early (a stop token or string, or
+    an abort), over all requests, from those seen leaving the batch short of their
+    token limit. A request preempted to make room counts too: it leaves, and comes back.
+    """
+
+    decay: float = POOLED_DECAY
+    ends: float = 0.0
+    tokens: float = 0.0
+    prior_ends: float = 1.0
+    prior_tokens: float = 200.0
+
+    @property
+    def hazard(self) -> float:
+        return (self.ends + self.prior_ends) / (self.tokens + self.prior_tokens)
+
+    def observe(self, left: dict[str, int], req_ids: list[str], tokens: int, k: int) -> None:
+        """LEFT: what requests could still generate after the last step's token, at its
+        decision; REQ_IDS: those in the batch now; TOKENS: what they gained since. A
+        request gone with more left than a step can yield ended early."""
+        now = set(req_ids)
+        ends = sum(n > k for r, n in left.items() if r not in now)
+        self.ends = self.decay * self.ends + ends
+        self.tokens = self.decay * self.tokens + tokens
+
+
+@dataclass
 class RequestState:
     threshold: DraftAndVerifyThreshold
     acceptance: dict[str, Acceptance]  # by source
+    ngram_found: Frequency  # of the steps it was asked for a draft
     last_drafted: int = 0
     last_source: str = ""
 
@@ -191,10 +239,13 @@ class DraftController:
         # Acceptance over all requests, by source: short requests would otherwise pay
         # for drafts on the strength of a fixed prior before their own evidence comes in.
         self.pooled = {s: Acceptance(decay=POOLED_DECAY) for s in SOURCES}
+        self.pooled_found = Frequency(decay=POOLED_DECAY)
+        self.early_ends = EarlyEnds()
+        self.left: dict[str, int] = {}  # at the last decision priced for the batch's end
         self.idle_steps, self.probe_every, self.probing = 0, PROBE_EVERY, False
         self.source_drafted = dict.fromkeys(SOURCES, 0)
         self.source_accepted = dict.fromkeys(SOURCES, 0)
-        self.objective_steps = {"throughput": 0, "slowest": 0}  # steps priced each way
+        self.objective_steps = {"throughput": 0, "batch_end": 0}  # steps priced each way
         self.decisions = 0
         # By batch size: the step costs priced with, and the decision they were read at.
         self.step_costs: dict[int, tuple[StepCosts, int]] = {}
@@ -204,7 +255,8 @@ class DraftController:
             self.requests[req_id] = RequestState(
                 DraftAndVerifyThreshold(threshold=self.config.threshold,
                                         target=self.config.target_acceptance or 0.0),
-                {s: Acceptance(prior=p.rate) for s, p in self.pooled.items()})
+                {s: Acceptance(prior=p.rate) for s, p in self.pooled.items()},
+                Frequency(prior=self.pooled_found.rate))
         return self.requests[req_id]
 
     def acceptance(self, req_id: str, source: str) -> float:
@@ -212,7 +264,8 @@ class DraftController:
 
     def observe(self, req_ids: list[str], sampled: list[list[int]]) -> None:
         """Acceptance of each request's last drafts: all but the bonus token of what
-        this step sampled for it. Drops state of requests no longer in the batch."""
+        this step sampled for it; which requests ended early. Drops state of requests
+        no longer in the batch."""
         for req_id, tokens in zip(req_ids, sampled):
             st = self.requests.get(req_id)
             if st is None or not st.last_drafted or not tokens:
@@ -226,6 +279,8 @@ class DraftController:
             self.source_drafted[source] += st.last_drafted
             self.source_accepted[source] += accepted
             st.last_drafted = 0
+        self.early_ends.observe(self.left, req_ids, sum(map(len, sampled)), self.k)
+        self.left = {}
         if self.probing:
             # Backs off until a probe's evidence makes the cost model draft with the
             # layers again (see `decide`); a probe whose token passed is not enough, as
@@ -243,19 +298,22 @@ class DraftController:
         request, m layer drafts for the rest. NGRAM_LENGTHS: the n-gram draft each
         request's context offers (0: none). REMAINING: the tokens each request may
         still generate, given when no request waits for a place in the batch (then
-        the step is priced by how it shrinks the most tokens left), None while some
-        do. AGREE turns the step costs this rank measured into those every rank
+        the step is priced by how far it brings the batch's expected end nearer:
+        `policy.Finish`), None while some do. AGREE turns the step costs this rank measured into those every rank
         prices with (rank 0's, under TP): everything else the choice rests on is alike
         on every rank, so every rank chooses alike."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         self.decisions += 1
+        for req_id, found in zip(req_ids, ngram_lengths):
+            self.state(req_id).ngram_found.observe(found > 0)
+            self.pooled_found.observe(found > 0)
         costs = self._step_costs(len(req_ids), agree)
         if costs is None:  # nothing measured yet: a plain step, to measure one
             return 0, 0
-        behind = None if remaining is None else [max(remaining) - r for r in remaining]
-        self.objective_steps["throughput" if behind is None else "slowest"] += 1
-        n, m = self._price(costs, req_ids, ngram_lengths, behind)
+        finish = None if remaining is None else self._finish(req_ids, remaining)
+        self.objective_steps["throughput" if finish is None else "batch_end"] += 1
+        n, m = self._price(costs, req_ids, ngram_lengths, finish)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
@@ -268,7 +326,7 @@ class DraftController:
         # Acceptance is learnt only from drafts verified: try one token of each again,
         # unless not even drafts that always pass would pay for the draft forward at
         # this batch size (at large batches a forward costs more than it can gain).
-        if not self._price(costs, req_ids, ngram_lengths, behind, perfect_layers=True)[1]:
+        if not self._price(costs, req_ids, ngram_lengths, finish, perfect_layers=True)[1]:
             return n, m
         self.probing = True
         return max(n, 1), 1
@@ -284,12 +342,24 @@ class DraftController:
                 self.step_costs[batch] = (costs, self.decisions)
         return costs
 
-    def _price(self, costs, req_ids, ngram_lengths, behind, perfect_layers=False):
+    def _finish(self, req_ids, remaining) -> Finish:
+        """What the past tells of when each request is done, if it goes on taking the
+        n-gram drafts its context offers (drafts to come are why a token one request
+        gains now may count: the others may gain theirs later). Remembers REMAINING,
+        to tell at the next step which requests left the batch early."""
+        self.left = dict(zip(req_ids, remaining))
+        states = [self.state(r) for r in req_ids]
+        rate, variance = drafting_yield(np.array([st.ngram_found.rate for st in states]),
+                                        np.array([st.acceptance["ngram"].rate for st in states]),
+                                        self.k)
+        return Finish(np.array(remaining, dtype=float), rate, variance, self.early_ends.hazard)
+
+    def _price(self, costs, req_ids, ngram_lengths, finish, perfect_layers=False):
         states = [self.state(r) for r in req_ids]
         model = [1.0] * len(states) if perfect_layers else \
             [st.acceptance["model"].rate for st in states]
         return best_draft(ngram_lengths, [st.acceptance["ngram"].rate for st in states], model,
-                          costs, self.k, behind)
+                          costs, self.k, finish)
 
     def threshold(self, req_id: str) -> float:
         return self.state(req_id).threshold.threshold

@@ -5,10 +5,11 @@
 - `DraftAndVerifyThreshold`: the Draft & Verify paper's adaptive draft-exiting: stop
   drafting a request when the draft token's probability falls below a threshold,
   nudged after each verification towards a target acceptance rate.
+- `Finish` (with `drafting_yield`): when the requests of a batch that nothing waits to
+  join are done.
 - `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
-  second under a cost model (of the batch, or, when nothing waits for a place in it,
-  of the requests with the most tokens left, all of them at once), zero (a plain
-  decode step) included.
+  second under a cost model (or, when nothing waits for a place in the batch, bring
+  its end nearest a second), zero (a plain decode step) included.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
 identical on every tensor-parallel rank, so every rank decides alike.
@@ -144,21 +145,115 @@ class StepCosts:
         return cls(draft, tuple(base + per_draft * d / batch for d in range(batch * k + 1)))
 
 
+def normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Phi(z), to within 2e-4 (Bowling et al. 2009: a logistic of a cubic), in two
+    array operations: it runs for every request at every point of a grid, each step.
+
+    >>> normal_cdf(np.array([-1.0, 0.0, 1.96])).round(3).tolist()
+    [0.159, 0.5, 0.975]
+    """
+    return np.exp(-np.logaddexp(0.0, -(1.5976 + 0.070566 * z * z) * z))
+
+
+def drafting_yield(found: np.ndarray, acceptance: np.ndarray, k: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the tokens a request gains a step if it drafts K tokens
+    with acceptance ACCEPTANCE whenever its context offers a draft (a share FOUND of the
+    steps), and none otherwise.
+
+    >>> [x.round(3).tolist() for x in drafting_yield(np.array([0.0, 1.0]), np.full(2, 0.5), 2)]
+    [[1.0, 1.75], [0.0, 0.688]]
+    """
+    powers = acceptance[:, None] ** np.arange(1, k + 1)  # P(at least j accepted)
+    accepted = powers.sum(axis=1)
+    square = (powers * np.arange(1, 2 * k, 2)).sum(axis=1)  # E[A^2] = sum (2j - 1) P(A >= j)
+    mean = 1 + found * accepted
+    return mean, (1 - found) + found * (1 + 2 * accepted + square) - mean ** 2
+
+
+@dataclass(frozen=True)
+class Finish:
+    """When each request of a batch that nothing waits to join is done, as far as the
+    past tells: LEFT, the tokens it may still generate; RATE and VARIANCE, the mean and
+    variance of the tokens it gains a step; HAZARD, the chance that a generated token
+    ends a request early (a stop token or string, read off requests that ended so).
+
+    A request reaches its LEFT with probability (1 - HAZARD)^LEFT, then in a normal
+    number of steps: mean LEFT / RATE, variance LEFT * VARIANCE / RATE^3 (a renewal
+    count). Otherwise it stops at a token geometric in HAZARD, reached at RATE.
+    """
+
+    left: np.ndarray
+    rate: np.ndarray
+    variance: np.ndarray
+    hazard: float = 0.0
+
+    def cdf(self, x: np.ndarray, gained: int, sd: np.ndarray) -> np.ndarray:
+        """P(steps to finish <= X) [request, x], after GAINED tokens this step: as many
+        nearer its limit and whatever token will end it early."""
+        rate = self.rate[:, None]
+        reach = (1 - self.hazard) ** self.left[:, None]
+        on_time = reach * normal_cdf(
+            (x[None, :] - (self.left[:, None] - gained) / rate) / sd[:, None])
+        tokens = np.maximum(x[None, :] * rate + gained, 0)
+        return on_time + np.minimum(-np.expm1(tokens * np.log1p(-self.hazard)), 1 - reach)
+
+    def gain(self, drafts: np.ndarray, acceptance: np.ndarray, k: int,
+             points: int = 97, most: int = 32) -> np.ndarray:
+        """How many steps sooner each option's step (DRAFTS [option, request] tokens,
+        accepted with ACCEPTANCE) is expected to bring the batch's end, its last
+        request's finish, than no step at all. Requests level with each other all have
+        to pass for the end to come sooner; one far ahead of the rest does not count,
+        nor, to bound the work, any but the MOST likeliest to finish last.
+        """
+        mean = self.left / self.rate
+        sd = np.sqrt(self.left * self.variance / self.rate ** 3)
+        # The end lies past every request's on-time finish less a few sd's (and the
+        # step's most tokens), or past 0 where requests may stop early; and before the
+        # latest on-time finish plus a few sd's. Points close around the on-time
+        # finishes, where a token one request gains can tip which is last.
+        def span(sd):
+            start = (mean - 6 * sd).max() - (k + 1) / self.rate.min()
+            return max(start, 0.0), (mean + 6 * sd).max()
+
+        start, end = span(sd)
+        # Resolvable on the grid: the trapezoid sum of a normal cdf sampled every 1.33
+        # sd is within 1e-5 of its integral.
+        sd = np.maximum(sd, 0.75 * (end - start) / (points - 1))
+        start, end = span(sd)
+        x = np.linspace(start, end, points)
+        if start > 0 and (1 - self.hazard) ** self.left.max() < 1 - 1e-3:
+            x = np.concatenate([np.linspace(0.0, start, points // 3)[:-1], x])
+        late = np.flatnonzero(mean + 6 * sd > x[0])
+        late = late[np.argsort(-(mean + sd)[late], kind="stable")[:most]]
+        part = Finish(self.left[late], self.rate[late], self.variance[late], self.hazard)
+        sd = sd[late]
+        # cdf after t tokens, t = 0 (no step) .. k + 1 [t, request, x]; with d drafts,
+        # t tokens with probability a^(t-1) (1 - a), k + 1 with a^k; as a sum of terms:
+        # cdf_1 + a (cdf_2 - cdf_1) + ... + a^d (cdf_(d+1) - cdf_d).
+        after = np.stack([part.cdf(x, t, sd) for t in range(k + 2)])
+        powers = acceptance[late][None, :] ** np.arange(1, k + 1)[:, None]  # [d, request]
+        by_drafts = np.concatenate([after[1:2], after[1:2] + np.cumsum(
+            np.diff(after[1:], axis=0) * powers[..., None], axis=0)])  # [d, request, x]
+        log_cdf = np.log(np.maximum(np.concatenate([after[:1], by_drafts]), 1e-300))
+        # Options index by_drafts by drafts + 1; no step at all is index 0.
+        log_end = log_cdf[drafts[:, late] + 1, np.arange(len(late))].sum(axis=1)  # [option, x]
+        # E[end] = x[0] + integral of 1 - P(end <= x): sooner by the integral of the gap.
+        return np.trapezoid(np.exp(log_end) - np.exp(log_cdf[0].sum(axis=0)), x, axis=1)
+
+
 def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
                model_acceptance: list[float], costs: StepCosts, k: int,
-               behind: list[int] | None = None) -> tuple[int, int]:
+               finish: Finish | None = None) -> tuple[int, int]:
     """(n, m): at most n n-gram drafts per request this step, and m drafts from the
     kept layers (0 or n) for the requests without an n-gram draft. Per request: the
     length of the n-gram draft its context offers (0 for none; such drafts cost no
     forward) and the acceptance of each source. (0, 0) is a plain decode step.
 
-    Without BEHIND the choice maximises the batch's expected tokens per second: right
-    while requests wait for a place in the batch, whose throughput they wait on. With it
-    (per request, how many fewer tokens it has left than the one with the most) it
-    maximises how fast the most tokens any request has left are expected to shrink:
-    when nothing waits, the batch is done when that reaches zero. A step shrinks it by
-    the least of tokens_i + behind_i, so drafts help only if every request near the
-    most left accepts them: it takes all of them passing, not each one on its own.
+    Without FINISH the choice maximises the batch's expected tokens per second: right
+    while requests wait for a place in the batch, whose throughput they wait on. With
+    it (given when nothing waits) it maximises how fast the batch's expected end, when
+    its last request finishes, comes nearer (`Finish.gain`).
 
     >>> costs = StepCosts.line(draft=0.2, base=1.0, per_draft=0.1, batch=2, k=4)
     >>> best_draft([0, 0], [0.6] * 2, [0.9] * 2, costs, 4)  # good layer drafts: the most
@@ -167,14 +262,16 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     (0, 0)
     >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4)  # free n-gram drafts only
     (3, 0)
-    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [0, 0])  # ... no help
+    >>> level = Finish(np.array([20, 20]), np.ones(2), np.zeros(2))
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, level)  # ... no help
     (0, 0)
-    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, [0, 5])  # to the last
+    >>> ahead = Finish(np.array([20, 15]), np.ones(2), np.zeros(2))
+    >>> best_draft([3, 0], [0.9, 0.6], [0.6, 0.2], costs, 4, ahead)  # to the last
     (3, 0)
     >>> dear = StepCosts.line(draft=0.2, base=1.0, per_draft=0.3, batch=2, k=4)
     >>> best_draft([3, 3], [0.5, 0.5], [0.2, 0.2], dear, 4)  # each gains 1.5 tokens a step ...
     (1, 0)
-    >>> best_draft([3, 3], [0.5, 0.5], [0.2, 0.2], dear, 4, [0, 0])  # ... both at once 1.25
+    >>> best_draft([3, 3], [0.5, 0.5], [0.2, 0.2], dear, 4, level)  # ... both at once 1.25
     (0, 0)
     """
     options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
@@ -186,17 +283,11 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     acceptance = np.where(has_ngram, ngram_acceptance, model_acceptance)
     drafts = np.where(has_ngram, np.minimum(found, n_opt), m_opt)
     forwards = m_opt[:, 0] * (not has_ngram.all())
-    if behind is None:
+    if finish is None or len(found) == 1:  # a lone request's end nears by its tokens
         # expected_tokens(a, j) for j = 0..k, summed in the same order
         by_length = np.cumsum(acceptance[:, None] ** np.arange(k + 1), axis=1)
         gain = by_length[np.arange(len(found)), drafts].sum(axis=1)
     else:
-        # The most left shrinks by j or more when each request yields j - behind_i tokens
-        # or more: surely for 1 or fewer, with probability a^(t - 1) for t up to its
-        # drafts + 1, never beyond. (Requests more than k behind never count.)
-        need = np.arange(1, k + 2)[:, None] - np.asarray(behind)  # [j, request]
-        passing = acceptance ** np.maximum(need - 1, 0)
-        passing = np.where(need <= drafts[:, None] + 1, passing, 0.0)  # [option, j, request]
-        gain = passing.prod(axis=2).sum(axis=1)
+        gain = finish.gain(drafts, acceptance, k)
     rate = gain / (forwards * costs.draft + np.asarray(costs.verify)[drafts.sum(axis=1)])
     return options[int(np.argmax(rate))]  # the first of equals: fewer drafts, no forwards

@@ -1,0 +1,189 @@
+"""Replay greedy outputs through the drafting controller, to compare how it prices steps
+when nothing waits for a place in the batch, without a bench run per idea.
+
+`generate` saves vanilla vLLM's greedy outputs (prompt and output token ids). `replay`
+plays them back as the bench's `groups` schedule does (BATCH requests at a time, the
+next group once all are done) through `controller.DraftController`, as the proposer
+drives it: each step the n-gram drafts each context offers, the controller's (n, m),
+a draft's accepted prefix from the known output plus one token. Layer drafts pass
+each token with probability --layer-acceptance (seeded; no confidence gate cuts them
+short). Step times come from the curves a bench run measured (its selfspec engine's
+`costs`, past the most tokens measured extended as the controller extends them): a
+target forward by the tokens it runs, a draft forward by the requests drafting, each
+step's time off by a seeded factor (--noise, the spread of times measured alike). Prints modelled decode
+seconds (prefill left out) of vanilla, of drafting every n-gram found (vLLM's ngram
+method) and of the controller, and their ratios to vanilla.
+
+    python scripts/policy_replay.py generate qwen2.5-coder-1.5b xsum /tmp/q15-xsum.json \
+        --first 100 --count 64
+    python scripts/policy_replay.py replay /tmp/q15-xsum.json \
+        docs/bench/qwen2.5-coder-1.5b-xsum-batch4-16-a5d4d27/results.json --batch-sizes 4,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import numpy as np
+
+from vllm_selfspec.controller import DraftController, StepTimeCurve
+from vllm_selfspec.plan import DraftConfig
+from vllm_selfspec.policy import ngram_drafts
+
+K = 4
+
+
+def generate(args) -> None:
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from vllm_selfspec.engine import local_defaults
+    from vllm_selfspec.models import resolve_model
+    from vllm_selfspec.prompts import load_prompts, render
+
+    model = resolve_model(args.model)
+    records = load_prompts(args.prompts, args.first + args.count)[args.first:]
+    llm = LLM(model=model, dtype="float32", max_model_len=4096, max_num_seqs=8, seed=0,
+              **local_defaults(1.0))
+    results = llm.generate(render(records, AutoTokenizer.from_pretrained(model)),
+                           SamplingParams(temperature=0, max_tokens=args.max_tokens),
+                           use_tqdm=False)
+    with open(args.out, "w") as f:
+        json.dump({"model": args.model, "prompts": args.prompts, "first": args.first,
+                   "max_tokens": args.max_tokens,
+                   "requests": [[list(r.prompt_token_ids), list(r.outputs[0].token_ids)]
+                                for r in results]}, f)
+
+
+def measured_costs(bench_results: str) -> tuple[StepTimeCurve, dict[int, float]]:
+    """The verify curve and draft forward times of the bench run that measured the
+    most token counts."""
+    runs = json.load(open(bench_results))["runs"]
+    costs = max((r["runner"].get("policy", {}).get("costs") for r in runs
+                 if r["runner"].get("policy", {}).get("costs")),
+                key=lambda c: len(c["verify_s"]))
+    curve = StepTimeCurve()
+    for tokens, seconds in costs["verify_s"].items():
+        curve.add(int(tokens), seconds)
+    return curve, {int(b): s for b, s in costs["draft_s"].items()}
+
+
+def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer_acceptance,
+                 noise, rng, group) -> tuple[float, int, int, int, int, int]:
+    """Modelled decode seconds and steps for one group, and the tokens drafted and
+    accepted from n-grams and from the layers."""
+    config = controller.config
+    ids = [f"{group}-{i}" for i in range(len(requests))]
+    done = [1] * len(requests)  # the prefill samples the first token
+    sampled: dict[str, list[int]] = {}
+    seconds, steps = 0.0, 0
+    counts = {"ngram": [0, 0], "model": [0, 0]}
+    while any(d < len(out) for d, (_, out) in zip(done, requests)):
+        live = [i for i, (_, out) in enumerate(requests) if done[i] < len(out)]
+        controller.observe([ids[i] for i in live], [sampled.get(ids[i], []) for i in live])
+        rows = [i for i in live if max_tokens - done[i] - 1 > 0]
+        budgets = np.array([min(K, max_tokens - done[i] - 1) for i in rows], dtype=np.int64)
+        contexts = [requests[i][0] + requests[i][1][:done[i]] for i in rows]
+        width = max((len(c) for c in contexts), default=1)
+        tokens = np.zeros((len(rows), width), dtype=np.int64)
+        for r, c in enumerate(contexts):
+            tokens[r, :len(c)] = c
+        found = ngram_drafts(tokens, np.array([len(c) for c in contexts]), config.ngram_min,
+                             config.ngram_max, budgets) if rows else []
+        if method == "vanilla":
+            n = m = 0
+        elif method == "ngram":
+            n, m = K, 0
+        else:
+            n, m = controller.decide([ids[i] for i in rows], [len(f) for f in found],
+                                     [max_tokens - done[i] - 1 for i in rows])
+        drafts = {}
+        for i, budget, f in zip(rows, budgets.tolist(), found):
+            if f and n:
+                drafts[i] = ("ngram", f[:min(n, budget)])
+            elif not f and m and budget:
+                drafts[i] = ("model", min(m, budget))
+        layer_rows = [i for i, (s, _) in drafts.items() if s == "model"]
+        for step in range(max((drafts[i][1] for i in layer_rows), default=0)):
+            batch = sum(drafts[i][1] > step for i in layer_rows)
+            near = min(draft_s, key=lambda b: abs(b - batch))
+            seconds += draft_s[near] * curve.table(batch, 1)[0] / curve.table(near, 1)[0]
+        step_tokens = 0
+        for i in live:
+            out = requests[i][1]
+            source, draft = drafts.get(i, ("", []))
+            if source == "model":
+                passed = 0
+                while passed < draft and rng.random() < layer_acceptance:
+                    passed += 1
+                drafted, accepted = draft, passed
+            else:
+                accepted = 0
+                # Drafts past the output's end stop at it: it ended in a stop token.
+                while accepted < min(len(draft), len(out) - done[i]) \
+                        and draft[accepted] == out[done[i] + accepted]:
+                    accepted += 1
+                drafted = len(draft)
+            if drafted:
+                controller.record(ids[i], drafted, source)
+                counts[source][0] += drafted
+                counts[source][1] += accepted
+            gained = min(accepted + 1, len(out) - done[i])
+            sampled[ids[i]] = [0] * gained
+            done[i] += gained
+            step_tokens += 1 + drafted
+        step_s = curve.table(step_tokens, 1)[0] * rng.lognormvariate(0.0, noise)
+        controller.costs.add_verify(step_tokens, step_s)
+        seconds += step_s
+        steps += 1
+    return seconds, steps, *counts["ngram"], *counts["model"]
+
+
+def replay(args) -> None:
+    data = json.load(open(args.outputs))
+    curve, draft_s = measured_costs(args.costs)
+    requests = [tuple(r) for r in data["requests"]]
+    print(f"{data['model']} {data['prompts']} [{data['first']}:{data['first'] + len(requests)}]"
+          f", {data['max_tokens']} tokens, costs of {args.costs}")
+    for batch in args.batch_sizes:
+        groups = [requests[g:g + batch] for g in range(0, len(requests), batch)]
+        results = {}
+        for method in ("vanilla", "ngram", "selfspec"):
+            # One engine serves every group: what the controller learns carries over.
+            controller = DraftController(DraftConfig(), K, draft_share=0.6)
+            rng = random.Random(0)
+            totals = [replay_group(g, data["max_tokens"], method, controller, curve, draft_s,
+                                   args.layer_acceptance, args.noise, rng, i)
+                      for i, g in enumerate(groups)]
+            results[method] = tuple(map(sum, zip(*totals)))
+        base = results["vanilla"][0]
+        print(f"  batch {batch:3d}: " + "; ".join(
+            f"{m} {s:.1f} s {base / s:.3f}x, {n} steps, n-gram {na}/{nd}, layers {ma}/{md}"
+            for m, (s, n, nd, na, md, ma) in results.items()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("model")
+    g.add_argument("prompts", help="humaneval, xsum or a JSONL file")
+    g.add_argument("out")
+    g.add_argument("--first", type=int, default=100, help="index of the first prompt used")
+    g.add_argument("--count", type=int, default=64)
+    g.add_argument("--max-tokens", type=int, default=32)
+    r = sub.add_parser("replay")
+    r.add_argument("outputs", help="a file `generate` wrote")
+    r.add_argument("costs", help="a bench results.json whose selfspec runs measured costs")
+    r.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[1, 4, 16])
+    r.add_argument("--layer-acceptance", type=float, default=0.6)
+    r.add_argument("--noise", type=float, default=0.05)
+    args = p.parse_args()
+    generate(args) if args.command == "generate" else replay(args)
+
+
+if __name__ == "__main__":
+    main()
