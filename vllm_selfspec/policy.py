@@ -188,14 +188,14 @@ class Finish:
     variance: np.ndarray
     hazard: float = 0.0
 
-    def cdf(self, x: np.ndarray, gained: int, sd: np.ndarray) -> np.ndarray:
-        """P(steps to finish <= X) [request, x], after GAINED tokens this step: as many
-        nearer its limit and whatever token will end it early."""
-        rate = self.rate[:, None]
-        reach = (1 - self.hazard) ** self.left[:, None]
-        on_time = reach * normal_cdf(
-            (x[None, :] - (self.left[:, None] - gained) / rate) / sd[:, None])
-        tokens = np.maximum(x[None, :] * rate + gained, 0)
+    def cdf(self, x: np.ndarray, gained: np.ndarray, sd: np.ndarray) -> np.ndarray:
+        """P(steps to finish <= X) [gained, request, x], after GAINED tokens this step:
+        as many nearer its limit and whatever token will end it early."""
+        gained, x = np.asarray(gained)[:, None, None], x[None, None, :]
+        left, rate, sd = self.left[:, None], self.rate[:, None], sd[:, None]
+        reach = (1 - self.hazard) ** left
+        on_time = reach * normal_cdf((x - (left - gained) / rate) / sd)
+        tokens = np.maximum(x * rate + gained, 0)
         return on_time + np.minimum(-np.expm1(tokens * np.log1p(-self.hazard)), 1 - reach)
 
     def gain(self, drafts: np.ndarray, acceptance: np.ndarray, k: int,
@@ -231,7 +231,7 @@ class Finish:
         # cdf after t tokens, t = 0 (no step) .. k + 1 [t, request, x]; with d drafts,
         # t tokens with probability a^(t-1) (1 - a), k + 1 with a^k; as a sum of terms:
         # cdf_1 + a (cdf_2 - cdf_1) + ... + a^d (cdf_(d+1) - cdf_d).
-        after = np.stack([part.cdf(x, t, sd) for t in range(k + 2)])
+        after = part.cdf(x, np.arange(k + 2), sd)
         powers = acceptance[late][None, :] ** np.arange(1, k + 1)[:, None]  # [d, request]
         by_drafts = np.concatenate([after[1:2], after[1:2] + np.cumsum(
             np.diff(after[1:], axis=0) * powers[..., None], axis=0)])  # [d, request, x]
