@@ -10,9 +10,10 @@ each token with probability --layer-acceptance (seeded; no confidence gate cuts 
 short). Step times come from the curves a bench run measured (its selfspec engine's
 `costs`, past the most tokens measured extended as the controller extends them): a
 target forward by the tokens it runs, a draft forward by the requests drafting, each
-step's time off by a seeded factor (--noise, the spread of times measured alike). Prints modelled decode
-seconds (prefill left out) of vanilla, of drafting every n-gram found (vLLM's ngram
-method) and of the controller, and their ratios to vanilla.
+step's time off by a seeded factor (--noise, the spread of times measured alike).
+Prints modelled decode seconds (prefill left out) of vanilla, of drafting every n-gram
+found (vLLM's ngram method) and of the controller, their ratios to vanilla, their
+steps and the tokens drafted and accepted from n-grams and from the layers.
 
     python scripts/policy_replay.py generate qwen2.5-coder-1.5b xsum /tmp/q15-xsum.json \
         --first 100 --count 64
@@ -109,7 +110,9 @@ def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer
         for step in range(max((drafts[i][1] for i in layer_rows), default=0)):
             batch = sum(drafts[i][1] > step for i in layer_rows)
             near = min(draft_s, key=lambda b: abs(b - batch))
-            seconds += draft_s[near] * curve.table(batch, 1)[0] / curve.table(near, 1)[0]
+            forward_s = draft_s[near] * curve.table(batch, 1)[0] / curve.table(near, 1)[0]
+            controller.costs.add_draft(batch, forward_s)
+            seconds += forward_s
         step_tokens = 0
         for i in live:
             out = requests[i][1]

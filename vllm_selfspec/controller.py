@@ -3,11 +3,11 @@ and how often n-gram drafts are found, how often requests end early, and what st
 cost on this machine.
 
 Each step the controller learns how many of the last drafts each request accepted,
-from each source (n-gram lookup, kept layers), and which requests left the batch; picks a draft length for the batch
-and whether the layers draft (zero allowed: then the step is a plain decode step)
-and hands out per-request confidence thresholds. The decisions rest on values that
-are the same on every tensor-parallel rank, except the measured step times: every
-rank prices with rank 0's (see `SelfSpecProposer._agree`).
+from each source (n-gram lookup, kept layers), and which requests left the batch early;
+picks a draft length for the batch and whether the layers draft (zero allowed: then
+the step is a plain decode step) and hands out per-request confidence thresholds. The
+decisions rest on values that are the same on every tensor-parallel rank, except the
+measured step times: every rank prices with rank 0's (see `SelfSpecProposer._agree`).
 """
 
 from __future__ import annotations
@@ -299,9 +299,9 @@ class DraftController:
         request's context offers (0: none). REMAINING: the tokens each request may
         still generate, given when no request waits for a place in the batch (then
         the step is priced by how far it brings the batch's expected end nearer:
-        `policy.Finish`), None while some do. AGREE turns the step costs this rank measured into those every rank
-        prices with (rank 0's, under TP): everything else the choice rests on is alike
-        on every rank, so every rank chooses alike."""
+        `policy.Finish`), None while some do. AGREE turns the step costs this rank
+        measured into those every rank prices with (rank 0's, under TP): everything
+        else the choice rests on is alike on every rank, so every rank chooses alike."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         self.decisions += 1
