@@ -146,10 +146,13 @@ def test_best_draft_matches_its_definition():
 def test_batch_end_gain_matches_sampled_finishes():
     rng = np.random.default_rng(1)
     k, samples = 3, 400_000
-    for _ in range(10):
+    for case in range(12):
         batch = int(rng.integers(1, 5))
-        finish = Finish(rng.integers(3, 30, batch).astype(float), 1 + rng.random(batch),
-                        rng.random(batch), hazard=float(rng.choice([0.0, 0.05])))
+        # A few tokens left, or as many as requests without a limit have (the model's
+        # length): then they all but surely stop early, and that decides the end.
+        left, hazard = (rng.integers(3, 30, batch), float(rng.choice([0.0, 0.05]))) \
+            if case < 9 else (rng.integers(1000, 30000, batch), float(rng.uniform(0.002, 0.01)))
+        finish = Finish(left.astype(float), 1 + rng.random(batch), rng.random(batch), hazard)
         drafts = rng.integers(0, k + 1, (2, batch))
         acceptance = rng.random(batch)
         # Steps to finish: on time as a normal, or early at a geometric token.

@@ -209,9 +209,10 @@ class Finish:
         mean = self.left / self.rate
         sd = np.sqrt(self.left * self.variance / self.rate ** 3)
         # The end lies past every request's on-time finish less a few sd's (and the
-        # step's most tokens), or past 0 where requests may stop early; and before the
-        # latest on-time finish plus a few sd's. Points close around the on-time
-        # finishes, where a token one request gains can tip which is last.
+        # step's most tokens), unless requests may stop early, and before the latest
+        # on-time finish plus a few sd's. Points close around the on-time finishes,
+        # where a token one request gains can tip which is last, and over the steps in
+        # which early stops are likely, where they are.
         def span(sd):
             start = (mean - 6 * sd).max() - (k + 1) / self.rate.min()
             return max(start, 0.0), (mean + 6 * sd).max()
@@ -221,9 +222,13 @@ class Finish:
         # sd is within 1e-5 of its integral.
         sd = np.maximum(sd, 0.75 * (end - start) / (points - 1))
         start, end = span(sd)
-        x = np.linspace(start, end, points)
-        if start > 0 and (1 - self.hazard) ** self.left.max() < 1 - 1e-3:
-            x = np.concatenate([np.linspace(0.0, start, points // 3)[:-1], x])
+        reach = (1 - self.hazard) ** self.left
+        x = np.linspace(start, end, points) if reach.max() > 1e-9 else np.empty(0)
+        if start > 0 and reach.min() < 1 - 1e-3:
+            # All but e^-10 of the requests' early stops come within this many steps.
+            likely = (np.log(len(mean)) + 10) / (self.hazard * self.rate.min())
+            early = np.linspace(0.0, min(start, likely), points // 2 if len(x) else points)
+            x = np.concatenate([early[:-1] if len(x) else early, x])
         late = np.flatnonzero(mean + 6 * sd > x[0])
         late = late[np.argsort(-(mean + sd)[late], kind="stable")[:most]]
         part = Finish(self.left[late], self.rate[late], self.variance[late], self.hazard)
