@@ -43,12 +43,7 @@ def steps(prompt: list[int], output: list[int], earliest: bool) -> tuple[int, in
 
 
 def main() -> None:
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
-
-    from vllm_selfspec.engine import local_defaults
-    from vllm_selfspec.models import resolve_model
-    from vllm_selfspec.prompts import load_prompts, render
+    from greedy_outputs import greedy_outputs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
@@ -57,14 +52,7 @@ def main() -> None:
     p.add_argument("--count", type=int, default=40)
     p.add_argument("--max-tokens", type=int, default=64)
     args = p.parse_args()
-    model = resolve_model(args.model)
-    records = load_prompts(args.prompts, args.first + args.count)[args.first:]
-    llm = LLM(model=model, dtype="float32", max_model_len=4096, max_num_seqs=8, seed=0,
-              **local_defaults(1.0))
-    results = llm.generate(render(records, AutoTokenizer.from_pretrained(model)),
-                           SamplingParams(temperature=0, max_tokens=args.max_tokens),
-                           use_tqdm=False)
-    pairs = [(list(r.prompt_token_ids), list(r.outputs[0].token_ids)) for r in results]
+    pairs = greedy_outputs(args.model, args.prompts, args.first, args.count, args.max_tokens)
     tokens = sum(len(o) for _, o in pairs)
     for earliest in (False, True):
         total, short = map(sum, zip(*(steps(p, o, earliest) for p, o in pairs)))

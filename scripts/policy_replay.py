@@ -37,25 +37,12 @@ K = 4
 
 
 def generate(args) -> None:
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from greedy_outputs import greedy_outputs
 
-    from vllm_selfspec.engine import local_defaults
-    from vllm_selfspec.models import resolve_model
-    from vllm_selfspec.prompts import load_prompts, render
-
-    model = resolve_model(args.model)
-    records = load_prompts(args.prompts, args.first + args.count)[args.first:]
-    llm = LLM(model=model, dtype="float32", max_model_len=4096, max_num_seqs=8, seed=0,
-              **local_defaults(1.0))
-    results = llm.generate(render(records, AutoTokenizer.from_pretrained(model)),
-                           SamplingParams(temperature=0, max_tokens=args.max_tokens),
-                           use_tqdm=False)
+    requests = greedy_outputs(args.model, args.prompts, args.first, args.count, args.max_tokens)
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "prompts": args.prompts, "first": args.first,
-                   "max_tokens": args.max_tokens,
-                   "requests": [[list(r.prompt_token_ids), list(r.outputs[0].token_ids)]
-                                for r in results]}, f)
+                   "max_tokens": args.max_tokens, "requests": requests}, f)
 
 
 def measured_costs(bench_results: str) -> tuple[StepTimeCurve, dict[int, float]]:
