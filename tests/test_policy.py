@@ -169,6 +169,15 @@ def test_batch_end_gain_matches_sampled_finishes():
             assert option == pytest.approx(sampled, abs=0.05), (finish, d, acceptance)
 
 
+def test_batch_end_gain_holds_up_when_requests_stop_almost_at_once():
+    # Learnt from requests aborted in a burst: every grid point lies among early stops.
+    for hazard in (0.5, 0.9, 0.999):
+        finish = Finish(np.array([30.0, 30.0, 5.0]), np.array([1.0, 1.3, 1.1]), np.full(3, 4.0),
+                        hazard)
+        gain = finish.gain(np.array([[0, 0, 0], [2, 0, 0], [2, 2, 2]]), np.full(3, 0.5), 4)
+        assert np.isfinite(gain).all() and (gain > 0).all() and gain[0] <= gain[2], gain
+
+
 def test_threshold_rises_while_drafts_fail_and_falls_while_they_pass():
     t = DraftAndVerifyThreshold(threshold=0.5, target=0.7)
     for _ in range(20):

@@ -224,11 +224,13 @@ class Finish:
         start, end = span(sd)
         reach = (1 - self.hazard) ** self.left
         x = np.linspace(start, end, points) if reach.max() > 1e-9 else np.empty(0)
-        if start > 0 and reach.min() < 1 - 1e-3:
+        if reach.min() < 1 - 1e-3 and (start > 0 or not len(x)):
             # All but e^-10 of the requests' early stops come within this many steps.
             likely = (np.log(len(mean)) + 10) / (self.hazard * self.rate.min())
-            early = np.linspace(0.0, min(start, likely), points // 2 if len(x) else points)
-            x = np.concatenate([early[:-1] if len(x) else early, x])
+            if len(x):
+                x = np.concatenate([np.linspace(0.0, min(start, likely), points // 2)[:-1], x])
+            else:
+                x = np.linspace(0.0, min(end, likely), points)
         late = np.flatnonzero(mean + 6 * sd > x[0])
         late = late[np.argsort(-(mean + sd)[late], kind="stable")[:most]]
         part = Finish(self.left[late], self.rate[late], self.variance[late], self.hazard)
