@@ -39,7 +39,8 @@ REFRESH_COSTS_EVERY = 8
 @dataclass
 class Acceptance:
     """Per-token acceptance estimate of one draft source, shrunk towards a prior while
-    data is thin."""
+    data is thin. Also how often a step finds an n-gram draft: a trial of one, passed
+    or not (`observe(found, 1)`)."""
 
     prior: float = PRIOR_ACCEPTANCE
     decay: float = DECAY
@@ -55,24 +56,6 @@ class Acceptance:
         # and, if one was rejected, one failure.
         self.accepted = self.decay * self.accepted + accepted
         self.trials = self.decay * self.trials + accepted + (accepted < drafted)
-
-
-@dataclass
-class Frequency:
-    """How often something happens, shrunk towards a prior while data is thin."""
-
-    prior: float = 0.5
-    decay: float = DECAY
-    hits: float = 0.0
-    trials: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return (self.hits + self.prior * PRIOR_WEIGHT) / (self.trials + PRIOR_WEIGHT)
-
-    def observe(self, hit: bool) -> None:
-        self.hits = self.decay * self.hits + hit
-        self.trials = self.decay * self.trials + 1
 
 
 @dataclass
@@ -106,7 +89,7 @@ class EarlyEnds:
 class RequestState:
     threshold: DraftAndVerifyThreshold
     acceptance: dict[str, Acceptance]  # by source
-    ngram_found: Frequency  # of the steps it was asked for a draft
+    ngram_found: Acceptance  # of the steps it was asked for a draft
     last_drafted: int = 0
     last_source: str = ""
 
@@ -239,7 +222,7 @@ class DraftController:
         # Acceptance over all requests, by source: short requests would otherwise pay
         # for drafts on the strength of a fixed prior before their own evidence comes in.
         self.pooled = {s: Acceptance(decay=POOLED_DECAY) for s in SOURCES}
-        self.pooled_found = Frequency(decay=POOLED_DECAY)
+        self.pooled_found = Acceptance(prior=0.5, decay=POOLED_DECAY)
         self.early_ends = EarlyEnds()
         self.left: dict[str, int] = {}  # at the last decision priced for the batch's end
         self.idle_steps, self.probe_every, self.probing = 0, PROBE_EVERY, False
@@ -256,7 +239,7 @@ class DraftController:
                 DraftAndVerifyThreshold(threshold=self.config.threshold,
                                         target=self.config.target_acceptance or 0.0),
                 {s: Acceptance(prior=p.rate) for s, p in self.pooled.items()},
-                Frequency(prior=self.pooled_found.rate))
+                Acceptance(prior=self.pooled_found.rate))
         return self.requests[req_id]
 
     def acceptance(self, req_id: str, source: str) -> float:
@@ -305,15 +288,17 @@ class DraftController:
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         self.decisions += 1
+        states = []
         for req_id, found in zip(req_ids, ngram_lengths):
-            self.state(req_id).ngram_found.observe(found > 0)
-            self.pooled_found.observe(found > 0)
+            states.append(self.state(req_id))  # a new one starts from the pooled rate
+            states[-1].ngram_found.observe(found > 0, 1)
+            self.pooled_found.observe(found > 0, 1)
         costs = self._step_costs(len(req_ids), agree)
         if costs is None:  # nothing measured yet: a plain step, to measure one
             return 0, 0
-        finish = None if remaining is None else self._finish(req_ids, remaining)
+        finish = None if remaining is None else self._finish(req_ids, states, remaining)
         self.objective_steps["throughput" if finish is None else "batch_end"] += 1
-        n, m = self._price(costs, req_ids, ngram_lengths, finish)
+        n, m = self._price(costs, states, ngram_lengths, finish)
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
@@ -326,7 +311,7 @@ class DraftController:
         # Acceptance is learnt only from drafts verified: try one token of each again,
         # unless not even drafts that always pass would pay for the draft forward at
         # this batch size (at large batches a forward costs more than it can gain).
-        if not self._price(costs, req_ids, ngram_lengths, finish, perfect_layers=True)[1]:
+        if not self._price(costs, states, ngram_lengths, finish, perfect_layers=True)[1]:
             return n, m
         self.probing = True
         return max(n, 1), 1
@@ -342,20 +327,18 @@ class DraftController:
                 self.step_costs[batch] = (costs, self.decisions)
         return costs
 
-    def _finish(self, req_ids, remaining) -> Finish:
+    def _finish(self, req_ids, states, remaining) -> Finish:
         """What the past tells of when each request is done, if it goes on taking the
         n-gram drafts its context offers (drafts to come are why a token one request
         gains now may count: the others may gain theirs later). Remembers REMAINING,
         to tell at the next step which requests left the batch early."""
         self.left = dict(zip(req_ids, remaining))
-        states = [self.state(r) for r in req_ids]
         rate, variance = drafting_yield(np.array([st.ngram_found.rate for st in states]),
                                         np.array([st.acceptance["ngram"].rate for st in states]),
                                         self.k)
         return Finish(np.array(remaining, dtype=float), rate, variance, self.early_ends.hazard)
 
-    def _price(self, costs, req_ids, ngram_lengths, finish, perfect_layers=False):
-        states = [self.state(r) for r in req_ids]
+    def _price(self, costs, states, ngram_lengths, finish, perfect_layers=False):
         model = [1.0] * len(states) if perfect_layers else \
             [st.acceptance["model"].rate for st in states]
         return best_draft(ngram_lengths, [st.acceptance["ngram"].rate for st in states], model,
