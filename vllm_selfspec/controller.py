@@ -333,10 +333,17 @@ class DraftController:
         gains now may count: the others may gain theirs later). Remembers REMAINING,
         to tell at the next step which requests left the batch early."""
         self.left = dict(zip(req_ids, remaining))
-        rate, variance = drafting_yield(np.array([st.ngram_found.rate for st in states]),
-                                        np.array([st.acceptance["ngram"].rate for st in states]),
-                                        self.k)
-        return Finish(np.array(remaining, dtype=float), rate, variance, self.early_ends.hazard)
+        found = [st.ngram_found for st in states]
+        accepted = [st.acceptance["ngram"] for st in states]
+        # Both rates are averages over the last ten or so steps, and n-gram drafts come
+        # in bursts: without their errors, level requests looked certain to finish in the
+        # order of their rates, and a draft for any but the slowest counted for little.
+        rate, variance, rate_sd = drafting_yield(
+            np.array([f.rate for f in found]), np.array([a.rate for a in accepted]), self.k,
+            np.array([f.trials + PRIOR_WEIGHT for f in found]),
+            np.array([a.trials + PRIOR_WEIGHT for a in accepted]))
+        return Finish(np.array(remaining, dtype=float), rate, variance, self.early_ends.hazard,
+                      rate_sd)
 
     def _price(self, costs, states, ngram_lengths, finish, perfect_layers=False):
         model = [1.0] * len(states) if perfect_layers else \

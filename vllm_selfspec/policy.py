@@ -155,20 +155,29 @@ def normal_cdf(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -(1.5976 + 0.070566 * z * z) * z))
 
 
-def drafting_yield(found: np.ndarray, acceptance: np.ndarray, k: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def drafting_yield(found: np.ndarray, acceptance: np.ndarray, k: int,
+                   found_trials: np.ndarray | float = np.inf,
+                   acceptance_trials: np.ndarray | float = np.inf
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and variance of the tokens a request gains a step if it drafts K tokens
     with acceptance ACCEPTANCE whenever its context offers a draft (a share FOUND of the
-    steps), and none otherwise.
+    steps), and none otherwise; and the standard error of that mean, FOUND and
+    ACCEPTANCE being rates read off so many trials (binomial errors).
 
-    >>> [x.round(3).tolist() for x in drafting_yield(np.array([0.0, 1.0]), np.full(2, 0.5), 2)]
-    [[1.0, 1.75], [0.0, 0.688]]
+    >>> [x.round(3).tolist() for x in drafting_yield(np.array([0.0, 0.5]), np.full(2, 0.5), 2, 4)]
+    [[1.0, 1.375], [0.0, 0.484], [0.0, 0.188]]
+    >>> drafting_yield(np.array([0.5]), np.full(1, 0.5), 2, 4, 8)[2].round(3).tolist()
+    [0.258]
     """
     powers = acceptance[:, None] ** np.arange(1, k + 1)  # P(at least j accepted)
     accepted = powers.sum(axis=1)
     square = (powers * np.arange(1, 2 * k, 2)).sum(axis=1)  # E[A^2] = sum (2j - 1) P(A >= j)
     mean = 1 + found * accepted
-    return mean, (1 - found) + found * (1 + 2 * accepted + square) - mean ** 2
+    variance = (1 - found) + found * (1 + 2 * accepted + square) - mean ** 2
+    slope = (np.arange(1, k + 1) * acceptance[:, None] ** np.arange(k)).sum(axis=1)  # of accepted
+    error = (accepted ** 2 * found * (1 - found) / found_trials
+             + (found * slope) ** 2 * acceptance * (1 - acceptance) / acceptance_trials)
+    return mean, variance, np.sqrt(error)
 
 
 @dataclass(frozen=True)
@@ -176,17 +185,26 @@ class Finish:
     """When each request of a batch that nothing waits to join is done, as far as the
     past tells: LEFT, the tokens it may still generate; RATE and VARIANCE, the mean and
     variance of the tokens it gains a step; HAZARD, the chance that a generated token
-    ends a request early (a stop token or string, read off requests that ended so).
+    ends a request early (a stop token or string, read off requests that ended so);
+    RATE_SD, the standard error of RATE, an estimate from the request's last few steps.
 
     A request reaches its LEFT with probability (1 - HAZARD)^LEFT, then in a normal
     number of steps: mean LEFT / RATE, variance LEFT * VARIANCE / RATE^3 (a renewal
-    count). Otherwise it stops at a token geometric in HAZARD, reached at RATE.
+    count) plus (LEFT * RATE_SD / RATE^2)^2 (a rate off by its error puts the finish
+    off by a share of LEFT, where the renewal spread grows with its square root).
+    Otherwise it stops at a token geometric in HAZARD, reached at RATE.
     """
 
     left: np.ndarray
     rate: np.ndarray
     variance: np.ndarray
     hazard: float = 0.0
+    rate_sd: np.ndarray | float = 0.0
+
+    def steps_sd(self) -> np.ndarray:
+        """Standard deviation of the steps to an on-time finish."""
+        return np.sqrt(self.left * self.variance / self.rate ** 3
+                       + (self.left * self.rate_sd / self.rate ** 2) ** 2)
 
     def cdf(self, x: np.ndarray, gained: np.ndarray, sd: np.ndarray) -> np.ndarray:
         """P(steps to finish <= X) [gained, request, x], after GAINED tokens this step:
@@ -206,8 +224,7 @@ class Finish:
         to pass for the end to come sooner; one far ahead of the rest does not count,
         nor, to bound the work, any but the MOST likeliest to finish last.
         """
-        mean = self.left / self.rate
-        sd = np.sqrt(self.left * self.variance / self.rate ** 3)
+        mean, sd = self.left / self.rate, self.steps_sd()
         # The end lies past every request's on-time finish less a few sd's (and the
         # step's most tokens), unless requests may stop early, and before the latest
         # on-time finish plus a few sd's. Points close around the on-time finishes,
@@ -233,7 +250,8 @@ class Finish:
                 x = np.linspace(0.0, min(end, likely), points)
         late = np.flatnonzero(mean + 6 * sd > x[0])
         late = late[np.argsort(-(mean + sd)[late], kind="stable")[:most]]
-        part = Finish(self.left[late], self.rate[late], self.variance[late], self.hazard)
+        part = Finish(self.left[late], self.rate[late], self.variance[late], self.hazard,
+                      np.broadcast_to(self.rate_sd, self.left.shape)[late])
         sd = sd[late]
         # cdf after t tokens, t = 0 (no step) .. k + 1 [t, request, x]; with d drafts,
         # t tokens with probability a^(t-1) (1 - a), k + 1 with a^k; as a sum of terms:
