@@ -11,10 +11,11 @@ import pytest
 
 from vllm_selfspec import controller, policy
 from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, REFRESH_COSTS_EVERY, Acceptance,
-                                      CostTracker, DraftController, EarlyEnds)
+                                      CostTracker, DraftController, EarlyEnds, Runs)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
-                                  Finish, expected_tokens, ngram_draft, ngram_drafts)
+                                  Finish, drafting_yield, expected_tokens, ngram_draft,
+                                  ngram_drafts)
 
 
 def test_doctests():
@@ -157,19 +158,99 @@ def test_batch_end_gain_matches_sampled_finishes():
                         0.6 * rng.random(batch) * (case % 2))
         drafts = rng.integers(0, k + 1, (2, batch))
         acceptance = rng.random(batch)
-        # Steps to finish: on time as a normal, or early at a geometric token.
-        on_time = rng.normal(finish.left / finish.rate, np.sqrt(
-            finish.left * finish.variance / finish.rate ** 3
-            + (finish.left * finish.rate_sd / finish.rate ** 2) ** 2), (samples, batch))
+        # Steps to finish: on time as a normal truncated at the tokens left (every step
+        # yields one), or early at a geometric token.
+        sd = np.sqrt(finish.left * finish.variance / finish.rate ** 3
+                     + (finish.left * finish.rate_sd / finish.rate ** 2) ** 2)
+
+        def on_time(left):
+            steps = np.full(left.shape, np.inf)
+            while (over := steps > left).any():  # drawn again until within
+                steps[over] = rng.normal(left / finish.rate, sd + 0 * left)[over]
+            return steps
+
         stop = rng.geometric(finish.hazard, (samples, batch)) if finish.hazard else \
             np.full((samples, batch), np.inf)
-        end = np.where(stop <= finish.left, stop / finish.rate, on_time)
+        early = stop <= finish.left
+        end = np.where(early, stop / finish.rate, on_time(np.broadcast_to(
+            finish.left, (samples, batch)).copy()))
         for option, d in zip(finish.gain(drafts, acceptance, k), drafts):
             passed = (rng.random((samples, batch, k)) < acceptance[:, None]).cumprod(axis=2)
             gained = 1 + np.minimum(passed.sum(axis=2), d)
-            after = np.maximum(end - gained / finish.rate, 0)  # may end within the step
+            after = np.where(early, (stop - gained) / finish.rate,
+                             on_time((finish.left - gained).astype(float)))
+            after = np.maximum(after, 0)  # may end within the step
             sampled = end.max(axis=1).mean() - after.max(axis=1).mean()
             assert option == pytest.approx(sampled, abs=0.05), (finish, d, acceptance)
+
+
+def _found_in_runs(rng, found: float, r: float, steps: int, chains: int) -> np.ndarray:
+    """[chain, step] whether each step finds a draft: a two-state Markov chain that
+    finds one a share FOUND of the steps, each step correlated R with the one before."""
+    stay, start = found + r * (1 - found), found * (1 - r)  # P(found | found), (| not)
+    out = np.empty((chains, steps), dtype=bool)
+    out[:, 0] = rng.random(chains) < found
+    for t in range(1, steps):
+        out[:, t] = rng.random(chains) < np.where(out[:, t - 1], stay, start)
+    return out
+
+
+def test_drafting_yield_spreads_as_many_steps_in_runs_do():
+    rng = np.random.default_rng(2)
+    k, steps, chains = 3, 400, 4000
+    for found, acceptance, r in ((0.3, 0.6, 0.5), (0.6, 0.8, 0.3), (0.5, 0.4, 0.0)):
+        found_steps = _found_in_runs(rng, found, r, steps, chains)
+        passed = (rng.random((chains, steps, k)) < acceptance).cumprod(axis=2).sum(axis=2)
+        tokens = (1 + found_steps * passed).sum(axis=1)
+        mean, variance, _ = drafting_yield(np.array([found]), np.array([acceptance]), k,
+                                           runs=(1 + r) / (1 - r))
+        assert tokens.mean() / steps == pytest.approx(mean[0], rel=0.01)
+        # The chain starts at its stationary share: within a few steps of the limit.
+        assert tokens.var() / steps == pytest.approx(variance[0], rel=0.1), (found, r)
+
+
+def test_runs_learns_how_drafts_found_follow_each_other():
+    rng = np.random.default_rng(3)
+    for r in (0.0, 0.3, 0.6):
+        runs = Runs()
+        found = _found_in_runs(rng, 0.4, r, 200, 4)
+        for t in range(1, found.shape[1]):
+            runs.observe(found[:, t - 1].tolist(), found[:, t].tolist())
+        assert runs.correlation == pytest.approx(r, abs=0.12)
+    alternating = Runs()  # negatively correlated: counted as independent
+    for t in range(50):
+        alternating.observe([t % 2 == 0], [t % 2 == 1])
+    assert alternating.correlation == 0.0 and alternating.spread == 1.0
+    assert Runs().spread == 1.0  # nothing seen yet
+    always = Runs()
+    always.observe([True] * 8, [True] * 8)
+    assert always.spread == 1.0
+
+
+def test_drafts_found_in_runs_widen_each_requests_finish():
+    c = _pair_controller()
+    for step in range(60):  # a and b find drafts five steps in a row, then not for five
+        found = 3 if step // 5 % 2 else 0
+        c.decide(["a", "b"], [found, found], remaining=[40, 40])
+        for r in "ab":
+            c.record(r, found, "ngram")
+        c.observe(["a", "b"], [[1, 2, 3] if found else [1]] * 2)  # two of three pass
+    assert c.runs.correlation > 0.4 and c.stats()["ngram_runs"] == round(c.runs.correlation, 3)
+    states = [c.state(r) for r in "ab"]
+    in_runs = c._finish(["a", "b"], states, [40, 40]).steps_sd()
+    c.runs = Runs()
+    assert (in_runs > 1.2 * c._finish(["a", "b"], states, [40, 40]).steps_sd()).all()
+
+
+def test_batch_end_gain_is_exact_where_requests_take_a_step_a_token():
+    # a and b gain one token a step, surely: 20 steps each. c is done sooner.
+    finish = Finish(np.array([20.0, 20.0, 12.0]), np.array([1.0, 1.0, 1.5]), np.zeros(3))
+    drafts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [2, 2, 2]])
+    gain = finish.gain(drafts, np.full(3, 0.5), 4)
+    # A step is one step nearer the end; a's draft alone is no nearer; both a's and b's
+    # bring it one more step nearer if both pass (1/4), two more if both pass two (1/16).
+    # (Within a fiftieth of a step: the grid smooths a's and b's sure finish.)
+    assert gain == pytest.approx([1.0, 1.0, 1.25, 1.3125], abs=0.02)
 
 
 def test_batch_end_gain_holds_up_when_requests_stop_almost_at_once():

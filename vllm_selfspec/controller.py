@@ -34,6 +34,9 @@ PRIOR_TOKEN_SHARE = 0.1
 # what was measured since: they drift slowly, and under TP reading them means taking
 # rank 0's, a broadcast.
 REFRESH_COSTS_EVERY = 8
+# Pairs of steps before `Runs` trusts half of the correlation they show, and the most
+# it believes: at 0.8 a count of steps spreads 9 times as wide as independent ones.
+PRIOR_PAIRS, MAX_CORRELATION = 20.0, 0.8
 
 
 @dataclass
@@ -86,10 +89,52 @@ class EarlyEnds:
 
 
 @dataclass
+class Runs:
+    """How n-gram drafts come in runs, over all requests: the correlation r of whether
+    a request's step finds one with whether its step before did, from decayed counts of
+    such pairs of steps, shrunk towards 0 while they are few. Along greedy outputs of
+    held-out prompts r was 0.32-0.66 (docs/results.md), so a request's found share,
+    read off its last ten or so steps, holds fewer trials' worth of evidence, and the
+    steps it will find drafts in spread wider, than independent steps would."""
+
+    decay: float = POOLED_DECAY
+    pairs: float = 0.0
+    first: float = 0.0  # decayed counts of pairs whose first step found a draft,
+    second: float = 0.0  # whose second did,
+    both: float = 0.0  # and whose both did
+
+    def observe(self, first: list[bool], second: list[bool]) -> None:
+        decay = self.decay ** len(first)
+        self.pairs = decay * self.pairs + len(first)
+        self.first = decay * self.first + sum(first)
+        self.second = decay * self.second + sum(second)
+        self.both = decay * self.both + sum(a and b for a, b in zip(first, second))
+
+    @property
+    def correlation(self) -> float:
+        if not self.pairs:
+            return 0.0
+        p, q = self.first / self.pairs, self.second / self.pairs
+        spread = np.sqrt(p * (1 - p) * q * (1 - q))
+        if spread < 1e-9:  # every step alike so far: nothing to correlate
+            return 0.0
+        r = (self.both / self.pairs - p * q) / spread * self.pairs / (self.pairs + PRIOR_PAIRS)
+        return float(min(max(r, 0.0), MAX_CORRELATION))
+
+    @property
+    def spread(self) -> float:
+        """(1 + r) / (1 - r): how much wider a count of many steps in such runs spreads
+        than a count of independent steps (a two-state Markov chain's)."""
+        r = self.correlation
+        return (1 + r) / (1 - r)
+
+
+@dataclass
 class RequestState:
     threshold: DraftAndVerifyThreshold
     acceptance: dict[str, Acceptance]  # by source
     ngram_found: Acceptance  # of the steps it was asked for a draft
+    found_before: bool | None = None  # at its last step
     last_drafted: int = 0
     last_source: str = ""
 
@@ -223,6 +268,7 @@ class DraftController:
         # for drafts on the strength of a fixed prior before their own evidence comes in.
         self.pooled = {s: Acceptance(decay=POOLED_DECAY) for s in SOURCES}
         self.pooled_found = Acceptance(prior=0.5, decay=POOLED_DECAY)
+        self.runs = Runs()
         self.early_ends = EarlyEnds()
         self.left: dict[str, int] = {}  # at the last decision priced for the batch's end
         self.idle_steps, self.probe_every, self.probing = 0, PROBE_EVERY, False
@@ -288,11 +334,17 @@ class DraftController:
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         self.decisions += 1
-        states = []
+        states, before, now = [], [], []
         for req_id, found in zip(req_ids, ngram_lengths):
-            states.append(self.state(req_id))  # a new one starts from the pooled rate
-            states[-1].ngram_found.observe(found > 0, 1)
+            st = self.state(req_id)  # a new one starts from the pooled rate
+            states.append(st)
+            st.ngram_found.observe(found > 0, 1)
             self.pooled_found.observe(found > 0, 1)
+            if st.found_before is not None:
+                before.append(st.found_before)
+                now.append(found > 0)
+            st.found_before = found > 0
+        self.runs.observe(before, now)
         costs = self._step_costs(len(req_ids), agree)
         if costs is None:  # nothing measured yet: a plain step, to measure one
             return 0, 0
@@ -336,14 +388,16 @@ class DraftController:
         found = [st.ngram_found for st in states]
         accepted = [st.acceptance["ngram"] for st in states]
         # Both rates are averages over the last ten or so steps, and n-gram drafts come
-        # in bursts: without their errors, level requests looked certain to finish in the
+        # in runs: without their errors, level requests looked certain to finish in the
         # order of their rates, and a draft for any but the slowest counted for little.
         rate, variance, rate_sd = drafting_yield(
             np.array([f.rate for f in found]), np.array([a.rate for a in accepted]), self.k,
             np.array([f.trials + PRIOR_WEIGHT for f in found]),
-            np.array([a.trials + PRIOR_WEIGHT for a in accepted]))
-        return Finish(np.array(remaining, dtype=float), rate, variance, self.early_ends.hazard,
-                      rate_sd)
+            np.array([a.trials + PRIOR_WEIGHT for a in accepted]), self.runs.spread)
+        # REMAINING counts the tokens after the one this step surely yields; Finish counts
+        # from before it.
+        return Finish(np.array(remaining, dtype=float) + 1, rate, variance,
+                      self.early_ends.hazard, rate_sd)
 
     def _price(self, costs, states, ngram_lengths, finish, perfect_layers=False):
         model = [1.0] * len(states) if perfect_layers else \
@@ -366,4 +420,5 @@ class DraftController:
 
     def stats(self) -> dict:
         return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted),
-                "objective_steps": dict(self.objective_steps), "costs": self.costs.summary()}
+                "objective_steps": dict(self.objective_steps),
+                "ngram_runs": round(self.runs.correlation, 3), "costs": self.costs.summary()}

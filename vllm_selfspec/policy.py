@@ -157,25 +157,36 @@ def normal_cdf(z: np.ndarray) -> np.ndarray:
 
 def drafting_yield(found: np.ndarray, acceptance: np.ndarray, k: int,
                    found_trials: np.ndarray | float = np.inf,
-                   acceptance_trials: np.ndarray | float = np.inf
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   acceptance_trials: np.ndarray | float = np.inf,
+                   runs: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and variance of the tokens a request gains a step if it drafts K tokens
     with acceptance ACCEPTANCE whenever its context offers a draft (a share FOUND of the
     steps), and none otherwise; and the standard error of that mean, FOUND and
     ACCEPTANCE being rates read off so many trials (binomial errors).
 
+    RUNS >= 1 is how much wider than independent steps' the count of steps that find a
+    draft spreads, (1 + r) / (1 - r) for a lag-1 correlation r: drafts found come in
+    runs. It widens both the spread of the steps to come (the variance returned is a
+    step's share of that of many steps) and the error of FOUND, as so many steps in
+    runs hold fewer trials' worth of evidence.
+
     >>> [x.round(3).tolist() for x in drafting_yield(np.array([0.0, 0.5]), np.full(2, 0.5), 2, 4)]
     [[1.0, 1.375], [0.0, 0.484], [0.0, 0.188]]
     >>> drafting_yield(np.array([0.5]), np.full(1, 0.5), 2, 4, 8)[2].round(3).tolist()
     [0.258]
+    >>> [x.round(3).tolist() for x in drafting_yield(np.array([0.5]), np.full(1, 0.5), 2, 4, runs=3)]
+    [[1.375], [0.766], [0.325]]
     """
     powers = acceptance[:, None] ** np.arange(1, k + 1)  # P(at least j accepted)
     accepted = powers.sum(axis=1)
     square = (powers * np.arange(1, 2 * k, 2)).sum(axis=1)  # E[A^2] = sum (2j - 1) P(A >= j)
     mean = 1 + found * accepted
-    variance = (1 - found) + found * (1 + 2 * accepted + square) - mean ** 2
+    # found * Var(A) + Var(found or not) * E[A]^2: the second term is the one in runs.
+    in_runs = found * (1 - found) * accepted ** 2
+    variance = (1 - found) + found * (1 + 2 * accepted + square) - mean ** 2 \
+        + (runs - 1) * in_runs
     slope = (np.arange(1, k + 1) * acceptance[:, None] ** np.arange(k)).sum(axis=1)  # of accepted
-    error = (accepted ** 2 * found * (1 - found) / found_trials
+    error = (runs * in_runs / found_trials
              + (found * slope) ** 2 * acceptance * (1 - acceptance) / acceptance_trials)
     return mean, variance, np.sqrt(error)
 
@@ -191,8 +202,9 @@ class Finish:
     A request reaches its LEFT with probability (1 - HAZARD)^LEFT, then in a normal
     number of steps: mean LEFT / RATE, variance LEFT * VARIANCE / RATE^3 (a renewal
     count) plus (LEFT * RATE_SD / RATE^2)^2 (a rate off by its error puts the finish
-    off by a share of LEFT, where the renewal spread grows with its square root).
-    Otherwise it stops at a token geometric in HAZARD, reached at RATE.
+    off by a share of LEFT, where the renewal spread grows with its square root),
+    truncated at LEFT steps, as every step yields a token. Otherwise it stops at a token
+    geometric in HAZARD, reached at RATE.
     """
 
     left: np.ndarray
@@ -212,7 +224,13 @@ class Finish:
         gained, x = np.asarray(gained)[:, None, None], x[None, None, :]
         left, rate, sd = self.left[:, None], self.rate[:, None], sd[:, None]
         reach = (1 - self.hazard) ** left
-        on_time = reach * normal_cdf((x - (left - gained) / rate) / sd)
+        # It is surely done within LEFT - GAINED steps: the normal is truncated there. A
+        # rate near one token a step, uncertain, spread finishes past the most steps a
+        # request can take. (Truncated, not piled at the bound: that would say it never
+        # finds a draft again, which is about as unlikely as what it replaces.)
+        cap = left - gained
+        on_time = reach * np.minimum(normal_cdf((x - cap / rate) / sd)
+                                     / normal_cdf((cap - cap / rate) / sd), 1.0)
         tokens = np.maximum(x * rate + gained, 0)
         return on_time + np.minimum(-np.expm1(tokens * np.log1p(-self.hazard)), 1 - reach)
 
