@@ -324,6 +324,27 @@ def test_batch_sizes_not_seen_verifying_are_priced_by_tokens():
     assert t.costs(20, 4).verify[10] == pytest.approx(1.8 + 10 * 0.05)
 
 
+def test_free_drafts_measure_what_more_tokens_cost_where_no_step_ran_more():
+    c = DraftController(DraftConfig(), k=4, draft_share=0.5)
+    batch = [str(i) for i in range(16)]
+    found = [3 if i % 4 == 0 else 0 for i in range(16)]  # four have an n-gram draft
+    for _ in range(12):  # the n-gram drafts of earlier requests passed half the time
+        c.pooled["ngram"].observe(1, 2)
+    c.costs.add_verify(16, 0.1)  # batch 16 decoding, nothing more ever timed
+    # Assumed at a sixteenth of a step a token, drafts would not pay; one step of the
+    # n-gram drafts on hand times what they cost.
+    assert c.decide(batch, found) == (4, 0)
+    c.costs.add_verify(28, 0.102)  # at this batch, about nothing
+    for _ in range(REFRESH_COSTS_EVERY):
+        n, m = c.decide(batch, found)
+    assert n > 0 and m == 0
+    # Measured dear, they are not drafted again.
+    c = DraftController(DraftConfig(), k=4, draft_share=0.5)
+    c.costs.add_verify(16, 0.1)
+    c.costs.add_verify(28, 0.2)
+    assert c.decide(batch, found)[0] == 0
+
+
 def test_until_two_token_counts_are_measured_a_token_costs_a_tenth_at_most():
     t = CostTracker(draft_share=0.5)
     t.add_verify(1, 0.1)

@@ -351,6 +351,12 @@ class DraftController:
         finish = None if remaining is None else self._finish(req_ids, states, remaining)
         self.objective_steps["throughput" if finish is None else "batch_end"] += 1
         n, m = self._price(costs, states, ngram_lengths, finish)
+        if not n and any(ngram_lengths) and max(self.costs.verify.points) <= len(req_ids):
+            # No step of more tokens than a plain one was timed (the same steps, so the
+            # same token counts, on every rank), so what each costs is assumed: a tenth
+            # of a step, at most the step's average, where at a large batch it may be
+            # far less. The free n-gram drafts of one step measure it.
+            return self.k, 0
         if m or all(ngram_lengths) and n:
             self.idle_steps = 0
             if m:  # layer drafts pay again: once they stop, probe soon
