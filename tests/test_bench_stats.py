@@ -78,9 +78,12 @@ def test_bad_configurations(kwargs, message):
 
 def test_counters_are_differenced_and_estimates_kept():
     before = {"steps": {"steps": 10, "forward_s": 1.0},
-              "policy": {"drafted": {"ngram": 5}, "costs": {"1": {"draft_s": 0.02}}}}
+              "policy": {"drafted": {"ngram": 5}, "costs": {"1": {"draft_s": 0.02}},
+                         "ngram_runs": 0.2}}
     after = {"steps": {"steps": 15, "forward_s": 1.5},
-             "policy": {"drafted": {"ngram": 9}, "costs": {"1": {"draft_s": 0.03}}}}
+             "policy": {"drafted": {"ngram": 9}, "costs": {"1": {"draft_s": 0.03}},
+                        "ngram_runs": 0.3}}
     assert minus(after, before) == {
         "steps": {"steps": 5, "forward_s": 0.5},
-        "policy": {"drafted": {"ngram": 4}, "costs": {"1": {"draft_s": 0.03}}}}
+        "policy": {"drafted": {"ngram": 4}, "costs": {"1": {"draft_s": 0.03}},
+                   "ngram_runs": 0.3}}

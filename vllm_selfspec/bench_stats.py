@@ -73,7 +73,7 @@ def step_split_ms(steps: dict) -> dict[str, float]:
             "verify_ms": round(total - draft, 3)}
 
 
-SNAPSHOTS = ("costs",)  # keys of readings that are estimates, not counters
+SNAPSHOTS = ("costs", "ngram_runs")  # keys of readings that are estimates, not counters
 
 
 def minus(after: dict, before: dict) -> dict:
