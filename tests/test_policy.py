@@ -5,6 +5,7 @@ import itertools
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -251,6 +252,14 @@ def test_batch_end_gain_is_exact_where_requests_take_a_step_a_token():
     # bring it one more step nearer if both pass (1/4), two more if both pass two (1/16).
     # (Within a fiftieth of a step: the grid smooths a's and b's sure finish.)
     assert gain == pytest.approx([1.0, 1.0, 1.25, 1.3125], abs=0.02)
+
+
+def test_batch_end_gain_holds_up_when_a_step_can_finish_every_request():
+    finish = Finish(np.array([2.0, 3.0]), np.array([5.0, 4.0]), np.full(2, 0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by a vanishing normal tail
+        gain = finish.gain(np.array([[0, 0], [4, 4]]), np.full(2, 0.9), 4)
+    assert np.isfinite(gain).all() and gain[1] > gain[0] > 0
 
 
 def test_batch_end_gain_holds_up_when_requests_stop_almost_at_once():

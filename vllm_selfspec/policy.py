@@ -227,10 +227,12 @@ class Finish:
         # It is surely done within LEFT - GAINED steps: the normal is truncated there. A
         # rate near one token a step, uncertain, spread finishes past the most steps a
         # request can take. (Truncated, not piled at the bound: that would say it never
-        # finds a draft again, which is about as unlikely as what it replaces.)
+        # finds a draft again, which is about as unlikely as what it replaces.) As RATE
+        # >= 1, the bound lies at or past the mean, with half the normal or more below
+        # it, unless the step finishes the request (CAP <= 0): then the cdf is 1.
         cap = left - gained
-        on_time = reach * np.minimum(normal_cdf((x - cap / rate) / sd)
-                                     / normal_cdf((cap - cap / rate) / sd), 1.0)
+        within = np.maximum(normal_cdf((cap - cap / rate) / sd), 0.5)
+        on_time = reach * np.minimum(normal_cdf((x - cap / rate) / sd) / within, 1.0)
         tokens = np.maximum(x * rate + gained, 0)
         return on_time + np.minimum(-np.expm1(tokens * np.log1p(-self.hazard)), 1 - reach)
 
