@@ -238,9 +238,9 @@ def test_drafts_found_in_runs_widen_each_requests_finish():
         c.observe(["a", "b"], [[1, 2, 3] if found else [1]] * 2)  # two of three pass
     assert c.runs.correlation > 0.4 and c.stats()["ngram_runs"] == round(c.runs.correlation, 3)
     states = [c.state(r) for r in "ab"]
-    in_runs = c._finish(["a", "b"], states, [40, 40]).steps_sd()
+    in_runs = c._finish(states, [40, 40]).steps_sd()
     c.runs = Runs()
-    assert (in_runs > 1.2 * c._finish(["a", "b"], states, [40, 40]).steps_sd()).all()
+    assert (in_runs > 1.2 * c._finish(states, [40, 40]).steps_sd()).all()
 
 
 def test_batch_end_gain_is_exact_where_requests_take_a_step_a_token():

@@ -348,8 +348,12 @@ class DraftController:
         costs = self._step_costs(len(req_ids), agree)
         if costs is None:  # nothing measured yet: a plain step, to measure one
             return 0, 0
-        finish = None if remaining is None else self._finish(req_ids, states, remaining)
-        self.objective_steps["throughput" if finish is None else "batch_end"] += 1
+        if remaining is not None:
+            self.left = dict(zip(req_ids, remaining))
+        # A lone request's end nears by its tokens: `best_draft` needs no Finish for it.
+        finish = None if remaining is None or len(req_ids) == 1 else \
+            self._finish(states, remaining)
+        self.objective_steps["throughput" if remaining is None else "batch_end"] += 1
         n, m = self._price(costs, states, ngram_lengths, finish)
         if not n and any(ngram_lengths) and max(self.costs.verify.points) <= len(req_ids):
             # No step of more tokens than a plain one was timed (the same steps, so the
@@ -385,12 +389,10 @@ class DraftController:
                 self.step_costs[batch] = (costs, self.decisions)
         return costs
 
-    def _finish(self, req_ids, states, remaining) -> Finish:
+    def _finish(self, states, remaining) -> Finish:
         """What the past tells of when each request is done, if it goes on taking the
         n-gram drafts its context offers (drafts to come are why a token one request
-        gains now may count: the others may gain theirs later). Remembers REMAINING,
-        to tell at the next step which requests left the batch early."""
-        self.left = dict(zip(req_ids, remaining))
+        gains now may count: the others may gain theirs later)."""
         found = [st.ngram_found for st in states]
         accepted = [st.acceptance["ngram"] for st in states]
         # Both rates are averages over the last ten or so steps, and n-gram drafts come
