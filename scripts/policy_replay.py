@@ -10,7 +10,9 @@ each token with probability --layer-acceptance (seeded; no confidence gate cuts 
 short). Step times come from the curves a bench run measured (its selfspec engine's
 `costs`, past the most tokens measured extended as the controller extends them): a
 target forward by the tokens it runs, a draft forward by the requests drafting, each
-step's time off by a seeded factor (--noise, the spread of times measured alike).
+step's time off by a seeded factor (--noise, the spread of times measured alike) and,
+with --spikes P, a share P of steps taking 2-4 times as long (a shared host preempting
+the engine, a collection); --seeds N sums N seeded runs.
 Prints modelled decode seconds (prefill left out) of vanilla, of drafting every n-gram
 found (vLLM's ngram method) and of the controller, their ratios to vanilla, their
 steps and the tokens drafted and accepted from n-grams and from the layers.
@@ -29,7 +31,7 @@ import random
 
 import numpy as np
 
-from vllm_selfspec.controller import DraftController, StepTimeCurve
+from vllm_selfspec.controller import DecayingMean, DraftController, StepTimeCurve
 from vllm_selfspec.plan import DraftConfig
 from vllm_selfspec.policy import ngram_drafts
 
@@ -53,13 +55,13 @@ def measured_costs(bench_results: str) -> tuple[StepTimeCurve, dict[int, float]]
                  if r["runner"].get("policy", {}).get("costs")),
                 key=lambda c: len(c["verify_s"]))
     curve = StepTimeCurve()
-    for tokens, seconds in costs["verify_s"].items():
-        curve.add(int(tokens), seconds)
+    for tokens, seconds in costs["verify_s"].items():  # as measured, none held as a spike
+        curve.points[int(tokens)] = DecayingMean(weight=1.0, total=seconds)
     return curve, {int(b): s for b, s in costs["draft_s"].items()}
 
 
 def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer_acceptance,
-                 noise, rng, group) -> tuple[float, int, int, int, int, int]:
+                 noise, spikes, rng, group) -> tuple[float, int, int, int, int, int]:
     """Modelled decode seconds and steps for one group, and the tokens drafted and
     accepted from n-grams and from the layers."""
     config = controller.config
@@ -125,6 +127,8 @@ def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer
             done[i] += gained
             step_tokens += 1 + drafted
         step_s = curve.table(step_tokens, 1)[0] * rng.lognormvariate(0.0, noise)
+        if spikes and rng.random() < spikes:
+            step_s *= rng.uniform(2.0, 4.0)
         controller.costs.add_verify(step_tokens, step_s)
         seconds += step_s
         steps += 1
@@ -141,12 +145,15 @@ def replay(args) -> None:
         groups = [requests[g:g + batch] for g in range(0, len(requests), batch)]
         results = {}
         for method in ("vanilla", "ngram", "selfspec"):
-            # One engine serves every group: what the controller learns carries over.
-            controller = DraftController(DraftConfig(), K, draft_share=0.6)
-            rng = random.Random(0)
-            totals = [replay_group(g, data["max_tokens"], method, controller, curve, draft_s,
-                                   args.layer_acceptance, args.noise, rng, i)
-                      for i, g in enumerate(groups)]
+            totals = []
+            for seed in range(args.seeds):
+                # One engine serves every group: what the controller learns carries over.
+                controller = DraftController(DraftConfig(), K, draft_share=0.6)
+                rng = random.Random(seed)
+                totals += [replay_group(g, data["max_tokens"], method, controller, curve,
+                                        draft_s, args.layer_acceptance, args.noise,
+                                        args.spikes, rng, i)
+                           for i, g in enumerate(groups)]
             results[method] = tuple(map(sum, zip(*totals)))
         base = results["vanilla"][0]
         print(f"  batch {batch:3d}: " + "; ".join(
@@ -171,6 +178,9 @@ def main() -> None:
                    default=[1, 4, 16])
     r.add_argument("--layer-acceptance", type=float, default=0.6)
     r.add_argument("--noise", type=float, default=0.05)
+    r.add_argument("--spikes", type=float, default=0.0,
+                   help="share of steps that take 2-4 times as long")
+    r.add_argument("--seeds", type=int, default=1)
     args = p.parse_args()
     generate(args) if args.command == "generate" else replay(args)
 

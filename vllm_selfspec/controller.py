@@ -34,6 +34,13 @@ PRIOR_TOKEN_SHARE = 0.1
 # what was measured since: they drift slowly, and under TP reading them means taking
 # rank 0's, a broadcast.
 REFRESH_COSTS_EVERY = 8
+# A step on a shared host now and then takes several times as long (the engine
+# preempted, a collection). Taken as measured, one such time outweighs ten ordinary
+# ones at its token count, and at a count seldom run it priced those drafts out of
+# reach, so that they were not run, nor timed, again. A time counts as at most this
+# many times what the curve says for its tokens: above the spread of ordinary times,
+# and a slowing machine still moves the curve by a quarter of a step per step timed.
+SPIKE = 1.25
 # Pairs of steps before `Runs` trusts half of the correlation they show, and the most
 # it believes: at 0.8 a count of steps spreads 9 times as wide as independent ones.
 PRIOR_PAIRS, MAX_CORRELATION = 20.0, 0.8
@@ -165,6 +172,17 @@ class StepTimeCurve:
     points: dict[int, DecayingMean] = field(default_factory=dict)
 
     def add(self, tokens: int, seconds: float) -> None:
+        """Fold in a step of TOKENS that took SECONDS, at most SPIKE times what the
+        curve says such a step takes.
+
+        >>> c = StepTimeCurve()
+        >>> c.add(2, 1.0); c.add(2, 9.0)  # a step the host held up
+        >>> round(c.points[2].mean, 3)
+        1.132
+        """
+        expected = self.table(tokens, 1)
+        if expected is not None:
+            seconds = min(seconds, SPIKE * expected[0])
         self.points.setdefault(tokens, DecayingMean()).add(seconds)
 
     def table(self, first: int, count: int) -> tuple[float, ...] | None:
