@@ -172,17 +172,18 @@ class StepTimeCurve:
     points: dict[int, DecayingMean] = field(default_factory=dict)
 
     def add(self, tokens: int, seconds: float) -> None:
-        """Fold in a step of TOKENS that took SECONDS, at most SPIKE times what the
-        curve says such a step takes.
+        """Fold in a step of TOKENS that took SECONDS, at most SPIKE times what steps of
+        as many tokens took (or, for a count not yet timed, what the curve says).
 
         >>> c = StepTimeCurve()
         >>> c.add(2, 1.0); c.add(2, 9.0)  # a step the host held up
         >>> round(c.points[2].mean, 3)
         1.132
         """
-        expected = self.table(tokens, 1)
-        if expected is not None:
-            seconds = min(seconds, SPIKE * expected[0])
+        if self.points:
+            point = self.points.get(tokens)
+            expected = self.table(tokens, 1)[0] if point is None else point.mean
+            seconds = min(seconds, SPIKE * expected)
         self.points.setdefault(tokens, DecayingMean()).add(seconds)
 
     def table(self, first: int, count: int) -> tuple[float, ...] | None:
