@@ -538,6 +538,20 @@ def test_rejected_layer_drafts_leave_ngram_drafts_on():
     assert c.stats()["drafted"] == {"model": 80, "ngram": 60}
 
 
+def test_a_step_the_host_held_up_does_not_price_drafts_out_for_good():
+    c = _controller()
+    for _ in range(10):
+        c.record("a", 4, "ngram")
+        c.observe(["a"], [[1, 2, 3, 4, 5]])  # its n-gram drafts pass
+    assert c.decide(["a"], [4]) == (4, 0)
+    # One step of 5 tokens ran 8 times as long: taken as measured it would price every
+    # draft above what it wins, and with none drafted, none would be timed again.
+    c.costs.add_verify(5, 1.0)
+    choices = [c.decide(["a"], [4]) for _ in range(REFRESH_COSTS_EVERY)]
+    assert choices[-1] == (4, 0)
+    assert c.costs.verify.points[5].mean < 0.14
+
+
 def test_gated_out_forwards_turn_drafting_off():
     c = _controller()
     assert c.decide(["a"], [0])[0] > 0

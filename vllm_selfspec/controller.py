@@ -39,7 +39,8 @@ REFRESH_COSTS_EVERY = 8
 # ones at its token count, and at a count seldom run it priced those drafts out of
 # reach, so that they were not run, nor timed, again. A time counts as at most this
 # many times what the curve says for its tokens: above the spread of ordinary times,
-# and a slowing machine still moves the curve by a quarter of a step per step timed.
+# while a machine that slows down still lifts a point's mean by 2.5% a step timed (a
+# 40% slowdown in 14 steps at the plain step, timed every step).
 SPIKE = 1.25
 # Pairs of steps before `Runs` trusts half of the correlation they show, and the most
 # it believes: at 0.8 a count of steps spreads 9 times as wide as independent ones.
