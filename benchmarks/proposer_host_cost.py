@@ -4,7 +4,7 @@ prompts at a time, nothing waiting: the decision prices the batch's end).
 
 Prints propose's milliseconds a call and their parts (the decision, the n-gram search,
 layer forwards; the rest is bookkeeping), timed over a second pass of the prompts (the
-first warms up); with --profile, a cProfile of propose instead (which inflates the
+first warms up); with --profile, a cProfile of propose as well (which inflates the
 many small calls of the decision). Timed in the engine, not in a loop: after each
 forward pass the host works with caches the pass flushed, and a numpy call costs
 several times what it does in a loop.
