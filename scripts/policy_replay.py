@@ -12,7 +12,9 @@ short). Step times come from the curves a bench run measured (its selfspec engin
 target forward by the tokens it runs, a draft forward by the requests drafting, each
 step's time off by a seeded factor (--noise, the spread of times measured alike) and,
 with --spikes P, a share P of steps taking 2-4 times as long (a shared host preempting
-the engine, a collection); --seeds N sums N seeded runs.
+the engine, a collection); --seeds N sums N seeded runs. --host-ms H adds H ms to each
+step the controller looks for drafts in (its n-gram search and pricing; `ngram`'s own
+search is left out).
 Prints modelled decode seconds (prefill left out) of vanilla, of drafting every n-gram
 found (vLLM's ngram method) and of the controller, their ratios to vanilla, their
 steps and the tokens drafted and accepted from n-grams and from the layers.
@@ -61,7 +63,7 @@ def measured_costs(bench_results: str) -> tuple[StepTimeCurve, dict[int, float]]
 
 
 def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer_acceptance,
-                 noise, spikes, rng, group) -> tuple[float, int, int, int, int, int]:
+                 noise, spikes, host_s, rng, group) -> tuple[float, int, int, int, int, int]:
     """Modelled decode seconds and steps for one group, and the tokens drafted and
     accepted from n-grams and from the layers."""
     config = controller.config
@@ -86,9 +88,13 @@ def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer
             n = m = 0
         elif method == "ngram":
             n, m = K, 0
+        elif not controller.prices_this_step():
+            n = m = 0
         else:
             n, m = controller.decide([ids[i] for i in rows], [len(f) for f in found],
                                      [max_tokens - done[i] - 1 for i in rows])
+            controller.costs.add_host(host_s)
+            seconds += host_s
         drafts = {}
         for i, budget, f in zip(rows, budgets.tolist(), found):
             if f and n:
@@ -152,7 +158,7 @@ def replay(args) -> None:
                 rng = random.Random(seed)
                 totals += [replay_group(g, data["max_tokens"], method, controller, curve,
                                         draft_s, args.layer_acceptance, args.noise,
-                                        args.spikes, rng, i)
+                                        args.spikes, args.host_ms / 1e3, rng, i)
                            for i, g in enumerate(groups)]
             results[method] = tuple(map(sum, zip(*totals)))
         base = results["vanilla"][0]
@@ -181,6 +187,8 @@ def main() -> None:
     r.add_argument("--spikes", type=float, default=0.0,
                    help="share of steps that take 2-4 times as long")
     r.add_argument("--seeds", type=int, default=1)
+    r.add_argument("--host-ms", type=float, default=0.0,
+                   help="the controller's host work a step that looks for drafts")
     args = p.parse_args()
     generate(args) if args.command == "generate" else replay(args)
 

@@ -77,10 +77,14 @@ def test_drafts_that_are_always_rejected_turn_drafting_off(llm, vanilla):
         set_plan(llm, parse_plan({**useless, "draft": draft}, "useless"))
         before = read_spec_counts(llm.get_metrics())
         out = generate_each(llm, [prompt], greedy(tokens, ignore_eos=True))[0]
+        # Vanilla's batch-1 output, up to where it stopped (ignore_eos goes on past it).
+        assert out[:len(vanilla["each"][25])] == vanilla["each"][25], draft
         return read_spec_counts(llm.get_metrics()).minus(before), len(out)
 
     fixed, n = drafts(draft_overrides(FIXED_K))
     adaptive, _ = drafts({"hybrid": False})
+    # Pricing that saves nothing stops paying the host for it: plain steps, not looked at.
+    assert runner_stats(llm)["policy"]["unpriced_steps"] > 0
     assert fixed.accepted <= fixed.draft_tokens / 4, fixed  # the premise: drafts fail
     assert fixed.drafts >= n - fixed.accepted - 3, fixed  # fixed k drafts every step
     # A few steps to learn the drafts fail, then one-token probes every few steps.

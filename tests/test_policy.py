@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from vllm_selfspec import controller, policy
-from vllm_selfspec.controller import (PROBE_EVERY, PROBE_MAX, REFRESH_COSTS_EVERY, Acceptance,
-                                      CostTracker, DraftController, EarlyEnds, Runs)
+from vllm_selfspec.controller import (PRICING_WINDOW, PROBE_EVERY, PROBE_MAX,
+                                      REFRESH_COSTS_EVERY, UNPRICED_FIRST, UNPRICED_MAX,
+                                      Acceptance, CostTracker, DraftController, EarlyEnds,
+                                      Runs)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
                                   Finish, drafting_yield, expected_tokens, ngram_draft,
@@ -550,6 +552,55 @@ def test_a_step_the_host_held_up_does_not_price_drafts_out_for_good():
     choices = [c.decide(["a"], [4]) for _ in range(REFRESH_COSTS_EVERY)]
     assert choices[-1] == (4, 0)
     assert c.costs.verify.points[5].mean < 0.14
+
+
+def _steps(c, req_ids, found, steps):
+    """Which of STEPS steps look for drafts, and what they decide, as the proposer
+    drives the controller (drafts not recorded: their verification does not matter)."""
+    looked, choices = [], []
+    for _ in range(steps):
+        looked.append(c.prices_this_step())
+        choices.append(c.decide(req_ids, found) if looked[-1] else (0, 0))
+        c.observe(req_ids, [[1]] * len(req_ids))
+    return looked, choices
+
+
+def test_pricing_that_saves_less_than_its_host_time_looks_less_and_less():
+    c = _controller()
+    c.costs.add_host(0.002)  # 2% of a plain step
+    for _ in range(20):
+        c.record("a", 4, "model")
+        c.observe(["a"], [[1]])  # layer drafts fail; no n-gram draft is found
+    looked, _ = _steps(c, ["a"], [0], 300)
+    gaps = [len(run) for run in "".join("x" if x else " " for x in looked).split("x") if run]
+    assert gaps[:4] == [UNPRICED_FIRST, 2 * UNPRICED_FIRST, 4 * UNPRICED_FIRST, UNPRICED_MAX]
+    assert looked[:PRICING_WINDOW] == [True] * PRICING_WINDOW
+    assert c.stats()["unpriced_steps"] == looked.count(False) > 0.8 * len(looked)
+    # Where n-gram drafts pass, each decision saves far more than it costs: look again,
+    # and from then on at every step.
+    for _ in range(10):
+        c.record("a", 4, "ngram")
+        c.observe(["a"], [[1, 2, 3, 4, 5]])
+    looked, choices = _steps(c, ["a"], [4], UNPRICED_MAX + 3 * PRICING_WINDOW)
+    first = looked.index(True)
+    assert all(looked[first:]) and set(choices[first:]) == {(4, 0)}
+    assert c.pricing.unpriced_next == UNPRICED_FIRST
+
+
+def test_pricing_that_pays_looks_at_every_step():
+    def looked(host):
+        c = _controller()
+        c.costs.add_host(host)
+        for _ in range(20):
+            c.record("a", 4, "model")
+            c.observe(["a"], [[1]])  # layer drafts fail
+        # An n-gram draft found at one step in eight, passed as often as the prior
+        # says: the decisions of eight steps save one step's time (100 ms).
+        return [_steps(c, ["a"], [3 if step % 8 == 7 else 0], 1)[0][0]
+                for step in range(10 * PRICING_WINDOW)]
+
+    assert all(looked(0.002))  # more than eight decisions' 16 ms ...
+    assert not all(looked(0.03))  # ... but not 240 ms
 
 
 def test_gated_out_forwards_turn_drafting_off():

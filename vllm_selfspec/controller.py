@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vllm_selfspec.plan import DraftConfig
-from vllm_selfspec.policy import (DraftAndVerifyThreshold, Finish, StepCosts, best_draft,
-                                  drafting_yield)
+from vllm_selfspec.policy import (DraftAndVerifyThreshold, Finish, StepCosts, drafting_yield,
+                                  price_options)
 
 SOURCES = ("model", "ngram")
 PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
@@ -42,6 +42,10 @@ REFRESH_COSTS_EVERY = 8
 # while a machine that slows down still lifts a point's mean by 2.5% a step timed (a
 # 40% slowdown in 14 steps at the plain step, timed every step).
 SPIKE = 1.25
+# Decisions whose worth `PricingBudget` weighs against their host time at once, and
+# the steps it then leaves plain: the first time, and at most (doubled after each
+# judgement that pricing does not pay).
+PRICING_WINDOW, UNPRICED_FIRST, UNPRICED_MAX = 8, 8, 64
 # Pairs of steps before `Runs` trusts half of the correlation they show, and the most
 # it believes: at 0.8 a count of steps spreads 9 times as wide as independent ones.
 PRIOR_PAIRS, MAX_CORRELATION = 20.0, 0.8
@@ -163,6 +167,51 @@ class DecayingMean:
 
 
 @dataclass
+class PricingBudget:
+    """Whether looking for drafts pays for itself. Every step that does spends host
+    time on the n-gram search and the pricing (about a millisecond at batch 16 on this
+    CPU), whatever it decides, and where drafts win little (a small model at a large
+    batch, drafts that are seldom found or passed) that cost, which no option's price
+    holds, is what the engine loses to vanilla. Every PRICING_WINDOW decisions it
+    weighs the seconds decisions were priced to save over plain steps, a decaying mean
+    over about a hundred (n-gram drafts come in runs: a few decisions without any say
+    little of the next), against their host time; when they saved less, the next
+    steps go plain without looking, UNPRICED_FIRST of them, twice as many after each
+    window more that does not pay, at most UNPRICED_MAX.
+
+    >>> b = PricingBudget()
+    >>> for _ in range(PRICING_WINDOW): b.observe(saved=0.0, host=0.001)
+    >>> sum(not b.prices() for _ in range(20))
+    8
+    """
+
+    saved: DecayingMean = field(default_factory=lambda: DecayingMean(decay=POOLED_DECAY))
+    unpriced_next: int = UNPRICED_FIRST
+    unpriced_left: int = 0
+    decisions: int = 0
+
+    def prices(self) -> bool:
+        """Whether this step looks for drafts (a step that does not is counted off)."""
+        if self.unpriced_left:
+            self.unpriced_left -= 1
+            return False
+        return True
+
+    def observe(self, saved: float, host: float) -> None:
+        """A decision priced to save SAVED seconds over a plain step, for HOST seconds
+        of the host's work."""
+        self.saved.add(saved)
+        self.decisions += 1
+        if self.decisions % PRICING_WINDOW:
+            return
+        if self.saved.mean < host:
+            self.unpriced_left = self.unpriced_next
+            self.unpriced_next = min(2 * self.unpriced_next, UNPRICED_MAX)
+        else:
+            self.unpriced_next = UNPRICED_FIRST
+
+
+@dataclass
 class StepTimeCurve:
     """Seconds of a target forward by the number of tokens it runs, whatever mix of
     requests and drafts makes them up: a decaying mean per token count, linear in
@@ -243,11 +292,15 @@ def nondecreasing(values: list[float], weights: list[float]) -> list[float]:
 @dataclass
 class CostTracker:
     """Measured step times: target forwards by tokens run (`StepTimeCurve`), draft
-    forwards by batch size."""
+    forwards by batch size, and the host's work of a step that prices drafts."""
 
     draft_share: float  # draft forward / decode forward, assumed until measured
     verify: StepTimeCurve = field(default_factory=StepTimeCurve)
     draft: dict[int, DecayingMean] = field(default_factory=dict)
+    host: DecayingMean = field(default_factory=DecayingMean)
+
+    def add_host(self, seconds: float) -> None:
+        self.host.add(seconds)
 
     def add_draft(self, batch: int, seconds: float) -> None:
         self.draft.setdefault(batch, DecayingMean()).add(seconds)
@@ -269,13 +322,15 @@ class CostTracker:
             draft_s = verify[0] * self.draft[near].mean / self.verify.table(near, 1)[0]
         else:
             draft_s = verify[0] * self.draft_share
-        return StepCosts(draft=draft_s, verify=verify)
+        host = self.host.mean if self.host.weight else 0.0
+        return StepCosts(draft=draft_s, verify=verify, host=host)
 
     def summary(self) -> dict:
         """Seconds as measured so far: target forwards by tokens run, draft forwards by
         batch size."""
         return {"verify_s": {x: m.mean for x, m in sorted(self.verify.points.items())},
-                "draft_s": {b: m.mean for b, m in sorted(self.draft.items())}}
+                "draft_s": {b: m.mean for b, m in sorted(self.draft.items())},
+                "host_s": self.host.mean if self.host.weight else None}
 
 
 class DraftController:
@@ -295,6 +350,8 @@ class DraftController:
         self.source_drafted = dict.fromkeys(SOURCES, 0)
         self.source_accepted = dict.fromkeys(SOURCES, 0)
         self.objective_steps = {"throughput": 0, "batch_end": 0}  # steps priced each way
+        self.pricing = PricingBudget()
+        self.unpriced_steps = 0
         self.decisions = 0
         # By batch size: the step costs priced with, and the decision they were read at.
         self.step_costs: dict[int, tuple[StepCosts, int]] = {}
@@ -340,6 +397,14 @@ class DraftController:
             live = set(req_ids)
             self.requests = {r: s for r, s in self.requests.items() if r in live}
 
+    def prices_this_step(self) -> bool:
+        """Whether this step looks for drafts at all (`PricingBudget`); one that does
+        not is a plain step, its host work spared."""
+        if not self.config.cost_model or self.pricing.prices():
+            return True
+        self.unpriced_steps += 1
+        return False
+
     def decide(self, req_ids: list[str], ngram_lengths: list[int],
                remaining: list[int] | None = None, agree=lambda costs: costs
                ) -> tuple[int, int]:
@@ -374,7 +439,7 @@ class DraftController:
         finish = None if remaining is None or len(req_ids) == 1 else \
             self._finish(states, remaining)
         self.objective_steps["throughput" if remaining is None else "batch_end"] += 1
-        n, m = self._price(costs, states, ngram_lengths, finish)
+        n, m = self._price(costs, states, ngram_lengths, finish, judged=True)
         if not n and any(ngram_lengths) and max(self.costs.verify.points) <= len(req_ids):
             # No step of more tokens than a plain one was timed (the same steps, so the
             # same token counts, on every rank), so what each costs is assumed: a tenth
@@ -427,11 +492,22 @@ class DraftController:
         return Finish(np.array(remaining, dtype=float) + 1, rate, variance,
                       self.early_ends.hazard, rate_sd)
 
-    def _price(self, costs, states, ngram_lengths, finish, perfect_layers=False):
+    def _price(self, costs, states, ngram_lengths, finish, perfect_layers=False,
+               judged=False):
+        """The best option; JUDGED: what it was priced to save counts towards whether
+        pricing pays (`PricingBudget`)."""
         model = [1.0] * len(states) if perfect_layers else \
             [st.acceptance["model"].rate for st in states]
-        return best_draft(ngram_lengths, [st.acceptance["ngram"].rate for st in states], model,
-                          costs, self.k, finish)
+        options, gain, seconds = price_options(
+            ngram_lengths, [st.acceptance["ngram"].rate for st in states], model, costs,
+            self.k, finish)
+        best = int(np.argmax(gain / seconds))  # the first of equals: fewer drafts, no forwards
+        if judged:
+            # What plain steps would take to gain as much, less what the step takes.
+            saved = 0.0 if best == 0 else seconds[0] if gain[0] <= 0 else \
+                gain[best] * seconds[0] / gain[0] - seconds[best]
+            self.pricing.observe(float(saved), costs.host)
+        return options[best]
 
     def threshold(self, req_id: str) -> float:
         return self.state(req_id).threshold.threshold
@@ -449,4 +525,5 @@ class DraftController:
     def stats(self) -> dict:
         return {"drafted": dict(self.source_drafted), "accepted": dict(self.source_accepted),
                 "objective_steps": dict(self.objective_steps),
+                "unpriced_steps": self.unpriced_steps,
                 "ngram_runs": round(self.runs.correlation, 3), "costs": self.costs.summary()}

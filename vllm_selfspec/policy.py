@@ -9,7 +9,8 @@
   join are done.
 - `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
   second under a cost model (or, when nothing waits for a place in the batch, bring
-  its end nearest a second), zero (a plain decode step) included.
+  its end nearest a second), zero (a plain decode step) included; `price_options`,
+  what each option gains and costs.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
 identical on every tensor-parallel rank, so every rank decides alike.
@@ -133,6 +134,9 @@ class StepCosts:
 
     draft: float
     verify: tuple[float, ...]
+    # The host's work of a step that prices drafts (the n-gram search, the decision),
+    # which a step that does not look for drafts saves.
+    host: float = 0.0
 
     @classmethod
     def line(cls, draft: float, base: float, per_draft: float, batch: int,
@@ -338,6 +342,17 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     >>> best_draft([3, 3], [0.5, 0.5], [0.2, 0.2], dear, 4, level)  # ... both at once 1.25
     (0, 0)
     """
+    options, gain, seconds = price_options(ngram_lengths, ngram_acceptance,
+                                           model_acceptance, costs, k, finish)
+    return options[int(np.argmax(gain / seconds))]  # the first of equals: fewer drafts, no forwards
+
+
+def price_options(ngram_lengths: list[int], ngram_acceptance: list[float],
+                  model_acceptance: list[float], costs: StepCosts, k: int,
+                  finish: Finish | None = None
+                  ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """`best_draft`'s options (n, m), (0, 0) first, with what each gains (tokens, or
+    steps sooner of the batch's end) and the seconds it takes."""
     options = [(0, 0)] + [(n, m) for n in range(1, k + 1) for m in (0, n)]
     # Every option for every request at once, arrays [option, request]: this runs at
     # every step, for every request in the batch.
@@ -353,5 +368,4 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
         gain = by_length[np.arange(len(found)), drafts].sum(axis=1)
     else:
         gain = finish.gain(drafts, acceptance, k)
-    rate = gain / (forwards * costs.draft + np.asarray(costs.verify)[drafts.sum(axis=1)])
-    return options[int(np.argmax(rate))]  # the first of equals: fewer drafts, no forwards
+    return options, gain, forwards * costs.draft + np.asarray(costs.verify)[drafts.sum(axis=1)]

@@ -78,6 +78,9 @@ class SelfSpecProposer:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         req_ids = self.runner.input_batch.req_ids
         self._learn(req_ids, sampled_token_ids)
+        if not self.controller.prices_this_step():
+            return drafts
+        start, forwards_before = time.perf_counter(), self.stats.draft_forward_s
         rows, budgets, remaining = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
         found = self._ngram_drafts(rows, budgets, num_tokens_no_spec, token_ids_cpu)
         # The scheduler's queue, stamped on this step's scheduler output (patches.py).
@@ -96,6 +99,9 @@ class SelfSpecProposer:
             self._draft_with_layers(rows[left], budgets[left], num_tokens_no_spec,
                                     token_ids_cpu, drafts)
         self.stats.record(drafts)
+        # What looking for drafts cost the host; layer forwards are priced as drafts.
+        self.controller.costs.add_host(time.perf_counter() - start
+                                       - (self.stats.draft_forward_s - forwards_before))
         return drafts
 
     def _draft_with_layers(self, rows, budgets, num_tokens_no_spec, token_ids_cpu, drafts):
