@@ -2,10 +2,11 @@
 inside a real engine (in-process), run as the bench's groups schedule runs it (BATCH
 prompts at a time, nothing waiting: the decision prices the batch's end).
 
-Prints propose's milliseconds a call and their parts (the decision, the n-gram search,
-layer forwards; the rest is bookkeeping), timed over a second pass of the prompts (the
-first warms up); with --profile, a cProfile of propose as well (which inflates the
-many small calls of the decision). Timed in the engine, not in a loop: after each
+Prints propose's milliseconds a call, and those of its parts a call that looks for
+drafts (the decision, the n-gram search, layer forwards; the rest is bookkeeping; a call
+that does not look is bookkeeping only, `controller.PricingBudget`), timed over a second
+pass of the prompts (the first warms up); with --profile, a cProfile of propose as well
+(which inflates the many small calls of the decision). Timed in the engine, not in a loop: after each
 forward pass the host works with caches the pass flushed, and a numpy call costs
 several times what it does in a loop.
 
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--profile", action="store_true", help="print a cProfile of propose")
     p.add_argument("--top", type=int, default=20, help="functions the profile lists")
+    p.add_argument("--sort", default="cumulative", help="the profile's order: cumulative, tottime")
     args = p.parse_args()
     # One process, so that the proposer built in it is the one timed.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -48,7 +50,7 @@ def main() -> None:
     from vllm_selfspec.proposer import SelfSpecProposer
 
     seconds = dict.fromkeys(("propose", "decide", "n-gram search", "layer forwards"), 0.0)
-    calls = 0
+    counts = dict.fromkeys(seconds, 0)
     profile = cProfile.Profile() if args.profile else None
 
     def timed(cls, name, part):
@@ -60,6 +62,7 @@ def main() -> None:
                 return original(*a, **kw)
             finally:
                 seconds[part] += time.perf_counter() - start
+                counts[part] += 1
         setattr(cls, name, wrapper)
 
     timed(DraftController, "decide", "decide")
@@ -68,8 +71,7 @@ def main() -> None:
     propose = SelfSpecProposer.propose
 
     def outer(self, *a, **kw):
-        nonlocal calls
-        calls += 1
+        counts["propose"] += 1
         start = time.perf_counter()
         if profile:
             profile.enable()
@@ -89,16 +91,19 @@ def main() -> None:
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens)
     for warm_up in (True, False):
         if not warm_up:
-            calls = 0
             seconds.update(dict.fromkeys(seconds, 0.0))
+            counts.update(dict.fromkeys(counts, 0))
             if profile:
                 profile = cProfile.Profile()
         for g in range(0, len(prompts), args.batch_size):
             llm.generate(prompts[g:g + args.batch_size], params, use_tqdm=False)
-    print(f"batch {args.batch_size}, {calls} calls; ms a call: " + ", ".join(
-        f"{part} {1e3 * s / calls:.3f}" for part, s in seconds.items()))
+    calls, decisions = counts["propose"], counts["decide"]
+    print(f"batch {args.batch_size}, {calls} calls, {decisions} of them looking for drafts; "
+          f"ms a call: propose {1e3 * seconds['propose'] / calls:.3f}; ms a call that looks: "
+          + ", ".join(f"{part} {1e3 * seconds[part] / max(decisions, 1):.3f}"
+                      for part in ("decide", "n-gram search", "layer forwards")))
     if profile:
-        pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ step's time off by a seeded factor (--noise, the spread of times measured alike)
 with --spikes P, a share P of steps taking 2-4 times as long (a shared host preempting
 the engine, a collection); --seeds N sums N seeded runs. --host-ms H adds H ms to each
 step the controller looks for drafts in (its n-gram search and pricing; `ngram`'s own
-search is left out).
+search is left out); --always-look ignores the controller's judgement of whether looking
+pays (`controller.PricingBudget`), to compare.
 Prints modelled decode seconds (prefill left out) of vanilla, of drafting every n-gram
 found (vLLM's ngram method) and of the controller, their ratios to vanilla, their
 steps and the tokens drafted and accepted from n-grams and from the layers.
@@ -63,7 +64,8 @@ def measured_costs(bench_results: str) -> tuple[StepTimeCurve, dict[int, float]]
 
 
 def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer_acceptance,
-                 noise, spikes, host_s, rng, group) -> tuple[float, int, int, int, int, int]:
+                 noise, spikes, host_s, always_look, rng, group
+                 ) -> tuple[float, int, int, int, int, int]:
     """Modelled decode seconds and steps for one group, and the tokens drafted and
     accepted from n-grams and from the layers."""
     config = controller.config
@@ -88,7 +90,7 @@ def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer
             n = m = 0
         elif method == "ngram":
             n, m = K, 0
-        elif not controller.prices_this_step():
+        elif not always_look and not controller.prices_this_step():
             n = m = 0
         else:
             n, m = controller.decide([ids[i] for i in rows], [len(f) for f in found],
@@ -158,7 +160,8 @@ def replay(args) -> None:
                 rng = random.Random(seed)
                 totals += [replay_group(g, data["max_tokens"], method, controller, curve,
                                         draft_s, args.layer_acceptance, args.noise,
-                                        args.spikes, args.host_ms / 1e3, rng, i)
+                                        args.spikes, args.host_ms / 1e3, args.always_look,
+                                        rng, i)
                            for i, g in enumerate(groups)]
             results[method] = tuple(map(sum, zip(*totals)))
         base = results["vanilla"][0]
@@ -189,6 +192,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, default=1)
     r.add_argument("--host-ms", type=float, default=0.0,
                    help="the controller's host work a step that looks for drafts")
+    r.add_argument("--always-look", action="store_true",
+                   help="look for drafts at every step (`PricingBudget` ignored)")
     args = p.parse_args()
     generate(args) if args.command == "generate" else replay(args)
 

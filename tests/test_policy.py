@@ -446,6 +446,14 @@ def test_early_ends_count_requests_gone_short_of_their_limit():
     # a left with 9 tokens to go: a stop; b with 2, within one step's reach: unknown.
     ends.observe({"a": 9, "b": 2, "c": 9}, ["c"], tokens=4, k=4)
     assert ends.ends == 1 and ends.tokens == 4
+    # Tokens of steps not priced for the batch's end (requests waiting, or a step that
+    # did not look for drafts) tell nothing of who left early, and do not dilute it.
+    c = _controller()
+    c.observe(["a"], [[1, 2]])
+    assert c.early_ends.tokens == 0
+    c.decide(["a"], [0], remaining=[30])
+    c.observe(["a"], [[1]])
+    assert c.early_ends.tokens == 1
 
 
 def test_acceptance_learns_from_verifications():

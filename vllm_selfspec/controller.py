@@ -385,7 +385,8 @@ class DraftController:
             self.source_drafted[source] += st.last_drafted
             self.source_accepted[source] += accepted
             st.last_drafted = 0
-        self.early_ends.observe(self.left, req_ids, sum(map(len, sampled)), self.k)
+        if self.left:  # only a step priced for the batch's end tells who left early
+            self.early_ends.observe(self.left, req_ids, sum(map(len, sampled)), self.k)
         self.left = {}
         if self.probing:
             # Backs off until a probe's evidence makes the cost model draft with the
