@@ -6,13 +6,14 @@ Prints propose's milliseconds a call, and those of its parts a call that looks f
 drafts (the decision, the n-gram search, layer forwards; the rest is bookkeeping; a call
 that does not look is bookkeeping only, `controller.PricingBudget`), timed over a second
 pass of the prompts (the first warms up); with --profile, a cProfile of propose as well
-(which inflates the many small calls of the decision). Timed in the engine, not in a loop: after each
-forward pass the host works with caches the pass flushed, and a numpy call costs
-several times what it does in a loop.
+(which inflates the many small calls of the decision). Timed in the engine, not in a
+loop: after each forward pass the host works with caches the pass flushed, and a numpy
+call costs several times what it does in a loop.
 
-On smollm2-135m a step is 25-45 ms on this CPU, and the proposer's 0.7-1 ms is what
-keeps the [self] engine near vanilla's speed there although it takes fewer steps
-(docs/results.md).
+On smollm2-135m a step is 25-45 ms on this CPU, and the proposer's 0.7-1 ms a step that
+looks for drafts is what keeps the [self] engine near vanilla's speed there although it
+takes fewer steps (a step that does not look costs it a few hundredths of a ms;
+docs/results.md).
 
     python benchmarks/proposer_host_cost.py --model smollm2-135m --batch-size 4
 """
@@ -35,7 +36,8 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--profile", action="store_true", help="print a cProfile of propose")
     p.add_argument("--top", type=int, default=20, help="functions the profile lists")
-    p.add_argument("--sort", default="cumulative", help="the profile's order: cumulative, tottime")
+    p.add_argument("--sort", default="cumulative",
+                   help="the profile's order: cumulative, tottime")
     args = p.parse_args()
     # One process, so that the proposer built in it is the one timed.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vllm_selfspec import controller, policy
-from vllm_selfspec.controller import (PRICING_WINDOW, PROBE_EVERY, PROBE_MAX,
+from vllm_selfspec.controller import (PRICING_WARMUP, PRICING_WINDOW, PROBE_EVERY, PROBE_MAX,
                                       REFRESH_COSTS_EVERY, UNPRICED_FIRST, UNPRICED_MAX,
                                       Acceptance, CostTracker, DraftController, EarlyEnds,
                                       Runs)
@@ -579,11 +579,12 @@ def test_pricing_that_saves_less_than_its_host_time_looks_less_and_less():
     for _ in range(20):
         c.record("a", 4, "model")
         c.observe(["a"], [[1]])  # layer drafts fail; no n-gram draft is found
-    looked, _ = _steps(c, ["a"], [0], 300)
+    looked, _ = _steps(c, ["a"], [0], 400)
     gaps = [len(run) for run in "".join("x" if x else " " for x in looked).split("x") if run]
     assert gaps[:4] == [UNPRICED_FIRST, 2 * UNPRICED_FIRST, 4 * UNPRICED_FIRST, UNPRICED_MAX]
-    assert looked[:PRICING_WINDOW] == [True] * PRICING_WINDOW
-    assert c.stats()["unpriced_steps"] == looked.count(False) > 0.8 * len(looked)
+    # An engine's first decisions, on few measured step times, are not judged alone.
+    assert looked[:PRICING_WARMUP + 1] == [True] * PRICING_WARMUP + [False]
+    assert c.stats()["unpriced_steps"] == looked.count(False) > 0.75 * len(looked)
     # Where n-gram drafts pass, each decision saves far more than it costs: look again,
     # and from then on at every step.
     for _ in range(10):

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vllm_selfspec.plan import DraftConfig
-from vllm_selfspec.policy import (DraftAndVerifyThreshold, Finish, StepCosts, drafting_yield,
-                                  price_options)
+from vllm_selfspec.policy import (DraftAndVerifyThreshold, Finish, StepCosts, best_option,
+                                  drafting_yield, price_options)
 
 SOURCES = ("model", "ngram")
 PRIOR_ACCEPTANCE, PRIOR_WEIGHT = 0.6, 2.0
@@ -42,10 +42,12 @@ REFRESH_COSTS_EVERY = 8
 # while a machine that slows down still lifts a point's mean by 2.5% a step timed (a
 # 40% slowdown in 14 steps at the plain step, timed every step).
 SPIKE = 1.25
-# Decisions whose worth `PricingBudget` weighs against their host time at once, and
-# the steps it then leaves plain: the first time, and at most (doubled after each
-# judgement that pricing does not pay).
-PRICING_WINDOW, UNPRICED_FIRST, UNPRICED_MAX = 8, 8, 64
+# Decisions `PricingBudget` sees before it first judges whether looking for drafts pays
+# (an engine's first steps price with few step times measured, and their drafts are
+# seldom found yet); how often it judges after that; and the steps it then leaves
+# plain: the first time, and at most (doubled after each judgement that looking does
+# not pay).
+PRICING_WARMUP, PRICING_WINDOW, UNPRICED_FIRST, UNPRICED_MAX = 32, 8, 8, 64
 # Pairs of steps before `Runs` trusts half of the correlation they show, and the most
 # it believes: at 0.8 a count of steps spreads 9 times as wide as independent ones.
 PRIOR_PAIRS, MAX_CORRELATION = 20.0, 0.8
@@ -172,15 +174,15 @@ class PricingBudget:
     time on the n-gram search and the pricing (about a millisecond at batch 16 on this
     CPU), whatever it decides, and where drafts win little (a small model at a large
     batch, drafts that are seldom found or passed) that cost, which no option's price
-    holds, is what the engine loses to vanilla. Every PRICING_WINDOW decisions it
-    weighs the seconds decisions were priced to save over plain steps, a decaying mean
-    over about a hundred (n-gram drafts come in runs: a few decisions without any say
-    little of the next), against their host time; when they saved less, the next
-    steps go plain without looking, UNPRICED_FIRST of them, twice as many after each
-    window more that does not pay, at most UNPRICED_MAX.
+    holds, is what the engine loses to vanilla. Every PRICING_WINDOW decisions (the
+    first time after PRICING_WARMUP) it weighs the seconds decisions were priced to save
+    over plain steps, a decaying mean over about a hundred (n-gram drafts come in runs:
+    a few decisions without any say little of the next), against their host time; when
+    they saved less, the next steps go plain without looking, UNPRICED_FIRST of them,
+    twice as many after each window more that does not pay, at most UNPRICED_MAX.
 
     >>> b = PricingBudget()
-    >>> for _ in range(PRICING_WINDOW): b.observe(saved=0.0, host=0.001)
+    >>> for _ in range(PRICING_WARMUP): b.observe(saved=0.0, host=0.001)
     >>> sum(not b.prices() for _ in range(20))
     8
     """
@@ -202,7 +204,7 @@ class PricingBudget:
         of the host's work."""
         self.saved.add(saved)
         self.decisions += 1
-        if self.decisions % PRICING_WINDOW:
+        if self.decisions < PRICING_WARMUP or self.decisions % PRICING_WINDOW:
             return
         if self.saved.mean < host:
             self.unpriced_left = self.unpriced_next
@@ -502,7 +504,7 @@ class DraftController:
         options, gain, seconds = price_options(
             ngram_lengths, [st.acceptance["ngram"].rate for st in states], model, costs,
             self.k, finish)
-        best = int(np.argmax(gain / seconds))  # the first of equals: fewer drafts, no forwards
+        best = best_option(gain, seconds)
         if judged:
             # What plain steps would take to gain as much, less what the step takes.
             saved = 0.0 if best == 0 else seconds[0] if gain[0] <= 0 else \

@@ -9,8 +9,8 @@
   join are done.
 - `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
   second under a cost model (or, when nothing waits for a place in the batch, bring
-  its end nearest a second), zero (a plain decode step) included; `price_options`,
-  what each option gains and costs.
+  its end nearest a second), zero (a plain decode step) included; `price_options`
+  and `best_option`, what each option gains and costs and which to take.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
 identical on every tensor-parallel rank, so every rank decides alike.
@@ -344,7 +344,13 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     """
     options, gain, seconds = price_options(ngram_lengths, ngram_acceptance,
                                            model_acceptance, costs, k, finish)
-    return options[int(np.argmax(gain / seconds))]  # the first of equals: fewer drafts, no forwards
+    return options[best_option(gain, seconds)]
+
+
+def best_option(gain: np.ndarray, seconds: np.ndarray) -> int:
+    """The option that gains the most a second; the first of equals, as options come
+    in order of fewer drafts and no forwards first."""
+    return int(np.argmax(gain / seconds))
 
 
 def price_options(ngram_lengths: list[int], ngram_acceptance: list[float],
