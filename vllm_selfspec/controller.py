@@ -304,6 +304,10 @@ class CostTracker:
     def add_host(self, seconds: float) -> None:
         self.host.add(seconds)
 
+    @property
+    def host_s(self) -> float | None:
+        return self.host.mean if self.host.weight else None
+
     def add_draft(self, batch: int, seconds: float) -> None:
         self.draft.setdefault(batch, DecayingMean()).add(seconds)
 
@@ -324,15 +328,14 @@ class CostTracker:
             draft_s = verify[0] * self.draft[near].mean / self.verify.table(near, 1)[0]
         else:
             draft_s = verify[0] * self.draft_share
-        host = self.host.mean if self.host.weight else 0.0
-        return StepCosts(draft=draft_s, verify=verify, host=host)
+        return StepCosts(draft=draft_s, verify=verify, host=self.host_s or 0.0)
 
     def summary(self) -> dict:
         """Seconds as measured so far: target forwards by tokens run, draft forwards by
-        batch size."""
+        batch size, the host's work of a step that looks for drafts."""
         return {"verify_s": {x: m.mean for x, m in sorted(self.verify.points.items())},
                 "draft_s": {b: m.mean for b, m in sorted(self.draft.items())},
-                "host_s": self.host.mean if self.host.weight else None}
+                "host_s": self.host_s}
 
 
 class DraftController:

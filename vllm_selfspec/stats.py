@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class DraftStats:
-    calls: int = 0  # propose() calls that drafted for at least one request
+    calls: int = 0  # propose() calls that looked for drafts (controller.PricingBudget)
     draft_tokens: int = 0
     draft_forwards: int = 0  # forward passes of the kept sublayers, all requests at once
     draft_forward_s: float = 0.0  # their wall time (the rest of drafting is bookkeeping)
