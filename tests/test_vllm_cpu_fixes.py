@@ -97,3 +97,47 @@ def test_a_step_without_drafts_takes_the_non_speculative_input_path():
         assert patches.prepare_inputs(prepare, runner, step) == "inputs"
         assert runner.speculative_config == "spec"
     assert seen == [None, "spec", "spec"]
+
+
+def test_drafts_ride_with_the_output_instead_of_a_round_trip():
+    import pickle
+
+    from vllm.v1.engine.core import EngineCore
+    from vllm.v1.outputs import DraftTokenIds, ModelRunnerOutput
+
+    from vllm_selfspec.proposer import SelfSpecProposer
+
+    # The round trip the hooks replace: vLLM 0.32's post_step fetching the drafts and
+    # handing them to the scheduler, nothing else.
+    source = inspect.getsource(getattr(EngineCore.post_step, patches._MARK))
+    assert "take_draft_token_ids()" in source and "update_draft_token_ids(" in source
+    # It reads check_for_draft_tokens, async_scheduling, model_executor, scheduler.
+    assert source.count("self.") == 4
+
+    drafts = DraftTokenIds(["a", "b"], [[7, 8], []])
+    runner = SimpleNamespace(drafter=object.__new__(SelfSpecProposer),
+                             take_draft_token_ids=lambda: drafts)
+    output = patches.sample_tokens(lambda r: ModelRunnerOutput(["a", "b"], {"a": 0, "b": 1}),
+                                   runner)
+    output = pickle.loads(pickle.dumps(output))  # to the engine core's process
+    handed = []
+    scheduler = SimpleNamespace(update_draft_token_ids=handed.append)
+    patches.update_from_output(lambda *a: "engine outputs", scheduler, None, output)
+
+    def fetch():
+        raise AssertionError("a round trip to the workers")
+
+    core = SimpleNamespace(scheduler=scheduler, batch_queue=None, async_scheduling=False,
+                           check_for_draft_tokens=True,
+                           model_executor=SimpleNamespace(take_draft_token_ids=fetch))
+    original = getattr(EngineCore.post_step, patches._MARK)
+    patches.post_step(original, core, True)
+    assert [(d.req_ids, d.draft_token_ids) for d in handed] == [(["a", "b"], [[7, 8], []])]
+
+    # Another method's output carries none: vLLM fetches them as before.
+    other = SimpleNamespace(drafter=None, take_draft_token_ids=fetch)
+    output = patches.sample_tokens(lambda r: ModelRunnerOutput(["a"], {"a": 0}), other)
+    patches.update_from_output(lambda *a: None, scheduler, None, output)
+    core.model_executor = SimpleNamespace(take_draft_token_ids=lambda: drafts)
+    patches.post_step(original, core, True)
+    assert len(handed) == 2

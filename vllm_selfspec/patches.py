@@ -20,6 +20,7 @@ logger = logging.getLogger("vllm.selfspec")
 
 SUPPORTED_VLLM = ("0.32.0",)
 _MARK = "__selfspec_original__"
+_NOT_SENT = object()
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,44 @@ def prepare_inputs(original, runner, scheduler_output, *args, **kwargs):
 
 
 def sample_tokens(original, runner, *args, **kwargs):
+    # Timing (stats.StepTimes); and a [self] engine's drafts ride back with the step's
+    # output, where vLLM 0.32's engine core fetches them with one more round trip to
+    # every worker (`EngineCore.post_step` -> `take_draft_token_ids`): about a
+    # millisecond a step on a 2-core CPU, with the worker's threads spinning, which
+    # vanilla does not pay (`post_step` below). The runner keeps them too, so taking
+    # them is what that call would return.
+    from vllm.v1.outputs import ModelRunnerOutput
+
+    from vllm_selfspec.proposer import SelfSpecProposer
     from vllm_selfspec.stats import step_times
 
     with step_times(runner).timing("sample"):
-        return original(runner, *args, **kwargs)
+        output = original(runner, *args, **kwargs)
+    if (isinstance(output, ModelRunnerOutput)
+            and isinstance(getattr(runner, "drafter", None), SelfSpecProposer)):
+        output.selfspec_drafts = runner.take_draft_token_ids()
+    return output
+
+
+def update_from_output(original, scheduler, scheduler_output, model_runner_output):
+    # Keeps the drafts a [self] worker sent with its output for `post_step`: absent
+    # (another method, an empty step), they are fetched as vLLM does.
+    scheduler.selfspec_drafts = getattr(model_runner_output, "selfspec_drafts", _NOT_SENT)
+    return original(scheduler, scheduler_output, model_runner_output)
+
+
+def post_step(original, core, model_executed):
+    # vLLM 0.32 fetches the drafts here (synchronous scheduling, one batch in flight);
+    # the same drafts, sent with the output, are handed to the scheduler as that call's
+    # would be. Other engine loops (pipeline batch queue, async scheduling) keep it.
+    drafts = getattr(core.scheduler, "selfspec_drafts", _NOT_SENT)
+    core.scheduler.selfspec_drafts = _NOT_SENT
+    if (drafts is _NOT_SENT or not model_executed or core.batch_queue is not None
+            or core.async_scheduling or not core.check_for_draft_tokens):
+        return original(core, model_executed)
+    if drafts is not None:
+        core.scheduler.update_draft_token_ids(drafts)
+    return None
 
 
 def expand_batch_to_tokens(original, x, cu_num_tokens, num_tokens, replace_from=0,
@@ -212,6 +247,7 @@ def hooks() -> list[Hook]:
     from vllm.config import VllmConfig
     from vllm.engine.arg_utils import EngineArgs
     from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.engine.core import EngineCore
     from vllm.v1.sample import rejection_sampler
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
@@ -227,7 +263,12 @@ def hooks() -> list[Hook]:
         Hook(GPUModelRunner, "execute_model", execute_model, "step timing, queue length"),
         Hook(GPUModelRunner, "_prepare_inputs", prepare_inputs,
              "steps without drafts take the non-speculative path"),
-        Hook(GPUModelRunner, "sample_tokens", sample_tokens, "step timing"),
+        Hook(GPUModelRunner, "sample_tokens", sample_tokens,
+             "step timing; drafts sent with the step's output"),
+        Hook(Scheduler, "update_from_output", update_from_output,
+             "drafts sent with the step's output, kept"),
+        Hook(EngineCore, "post_step", post_step,
+             "drafts sent with the output: no round trip to the workers"),
         Hook(rejection_sampler, "expand_batch_to_tokens", expand_batch_to_tokens,
              "correct per-token sampling parameters on CPU"),
         Hook(rejection_sampler, "apply_sampling_constraints", apply_sampling_constraints,
