@@ -12,7 +12,8 @@ import pytest
 
 from vllm_selfspec import controller, policy
 from vllm_selfspec.controller import (PRICING_WARMUP, PRICING_WINDOW, PROBE_EVERY, PROBE_MAX,
-                                      REFRESH_COSTS_EVERY, UNPRICED_FIRST, UNPRICED_MAX,
+                                      REFRESH_COSTS_EVERY, STALE_STEPS, UNPRICED_FIRST,
+                                      UNPRICED_MAX,
                                       Acceptance, CostTracker, DraftController, EarlyEnds,
                                       Runs)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
@@ -354,6 +355,27 @@ def test_free_drafts_measure_what_more_tokens_cost_where_no_step_ran_more():
     c.costs.add_verify(16, 0.1)
     c.costs.add_verify(28, 0.2)
     assert c.decide(batch, found)[0] == 0
+
+
+def test_a_token_count_timed_dear_is_timed_again_once_forgotten():
+    c = DraftController(DraftConfig(), k=4, draft_share=0.5)
+    batch = [str(i) for i in range(16)]
+    found = [3 if i % 4 == 0 else 0 for i in range(16)]
+    for _ in range(12):
+        c.pooled["ngram"].observe(1, 2)
+    c.costs.add_verify(16, 0.1)
+    c.costs.add_verify(28, 0.2)  # timed in a slow spell: the drafts look dear
+    for _ in range(STALE_STEPS - 1):  # plain steps, none of 28 tokens
+        assert c.decide(batch, found)[0] == 0
+        c.costs.add_verify(16, 0.1)
+    assert 28 in c.costs.verify.points
+    c.costs.add_verify(16, 0.1)
+    assert 28 not in c.costs.verify.points  # not timed in STALE_STEPS steps
+    assert c.decide(batch, found) == (4, 0)  # the n-gram drafts on hand time it again
+    c.costs.add_verify(28, 0.102)
+    for _ in range(REFRESH_COSTS_EVERY):
+        n, m = c.decide(batch, found)
+    assert n > 0 and m == 0
 
 
 def test_until_two_token_counts_are_measured_a_token_costs_a_tenth_at_most():

@@ -42,6 +42,13 @@ REFRESH_COSTS_EVERY = 8
 # while a machine that slows down still lifts a point's mean by 2.5% a step timed (a
 # 40% slowdown in 14 steps at the plain step, timed every step).
 SPIKE = 1.25
+# Steps (of any size) after which a token count's time, not timed again since, is
+# forgotten. Drafts are bought only where the curve prices them to pay, so a count
+# timed slow (an engine's first steps, a busy spell on a shared host) would stay dear
+# for good: its drafts not bought, it not timed again. Forgotten, it is priced from
+# its neighbours, and where no step of more tokens than a plain one is left, the free
+# n-gram drafts of one step time it again (`DraftController.decide`).
+STALE_STEPS = 64
 # Decisions `PricingBudget` sees before it first judges whether looking for drafts pays
 # (an engine's first steps price with few step times measured, and their drafts are
 # seldom found yet); how often it judges after that; and the steps it then leaves
@@ -222,16 +229,26 @@ class StepTimeCurve:
     tokens, as are 16 requests decoding), not from an assumed slope."""
 
     points: dict[int, DecayingMean] = field(default_factory=dict)
+    steps: int = 0  # steps timed
+    timed_at: dict[int, int] = field(default_factory=dict)  # the step each count last was
 
     def add(self, tokens: int, seconds: float) -> None:
         """Fold in a step of TOKENS that took SECONDS, at most SPIKE times what steps of
-        as many tokens took (or, for a count not yet timed, what the curve says).
+        as many tokens took (or, for a count not yet timed, what the curve says); forget
+        counts not timed in the last STALE_STEPS steps.
 
         >>> c = StepTimeCurve()
         >>> c.add(2, 1.0); c.add(2, 9.0)  # a step the host held up
         >>> round(c.points[2].mean, 3)
         1.132
+        >>> for _ in range(STALE_STEPS): c.add(1, 0.9)
+        >>> sorted(c.points)
+        [1]
         """
+        self.steps += 1
+        for stale in [x for x, at in self.timed_at.items() if self.steps - at >= STALE_STEPS]:
+            del self.points[stale], self.timed_at[stale]
+        self.timed_at[tokens] = self.steps
         if self.points:
             point = self.points.get(tokens)
             expected = self.table(tokens, 1)[0] if point is None else point.mean
