@@ -141,3 +141,8 @@ def test_drafts_ride_with_the_output_instead_of_a_round_trip():
     core.model_executor = SimpleNamespace(take_draft_token_ids=lambda: drafts)
     patches.post_step(original, core, True)
     assert len(handed) == 2
+    # Nor does an output without requests, which may be vLLM's shared empty one.
+    from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT
+
+    patches.sample_tokens(lambda r: EMPTY_MODEL_RUNNER_OUTPUT, runner)
+    assert not hasattr(EMPTY_MODEL_RUNNER_OUTPUT, "selfspec_drafts")

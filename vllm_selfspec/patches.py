@@ -162,7 +162,8 @@ def sample_tokens(original, runner, *args, **kwargs):
 
     with step_times(runner).timing("sample"):
         output = original(runner, *args, **kwargs)
-    if (isinstance(output, ModelRunnerOutput)
+    # Not on an output without requests: that may be vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT.
+    if (isinstance(output, ModelRunnerOutput) and output.req_ids
             and isinstance(getattr(runner, "drafter", None), SelfSpecProposer)):
         output.selfspec_drafts = runner.take_draft_token_ids()
     return output
