@@ -15,7 +15,7 @@ from vllm_selfspec.controller import (PRICING_WARMUP, PRICING_WINDOW, PROBE_EVER
                                       REFRESH_COSTS_EVERY, STALE_STEPS, UNPRICED_FIRST,
                                       UNPRICED_MAX,
                                       Acceptance, CostTracker, DraftController, EarlyEnds,
-                                      Runs)
+                                      Runs, StepTimeCurve)
 from vllm_selfspec.plan import DraftConfig, PlanError, parse_plan
 from vllm_selfspec.policy import (DraftAndVerifyThreshold, StepCosts, best_draft,
                                   Finish, drafting_yield, expected_tokens, ngram_draft,
@@ -376,6 +376,16 @@ def test_a_token_count_timed_dear_is_timed_again_once_forgotten():
     for _ in range(REFRESH_COSTS_EVERY):
         n, m = c.decide(batch, found)
     assert n > 0 and m == 0
+
+
+def test_only_token_counts_timed_a_few_times_are_forgotten():
+    c = StepTimeCurve()
+    for tokens, times in ((8, 3), (12, 4)):
+        for _ in range(times):
+            c.add(tokens, 0.2)
+    for _ in range(STALE_STEPS):
+        c.add(4, 0.1)
+    assert sorted(c.points) == [4, 12]
 
 
 def test_until_two_token_counts_are_measured_a_token_costs_a_tenth_at_most():

@@ -42,13 +42,16 @@ REFRESH_COSTS_EVERY = 8
 # while a machine that slows down still lifts a point's mean by 2.5% a step timed (a
 # 40% slowdown in 14 steps at the plain step, timed every step).
 SPIKE = 1.25
-# Steps (of any size) after which a token count's time, not timed again since, is
-# forgotten. Drafts are bought only where the curve prices them to pay, so a count
-# timed slow (an engine's first steps, a busy spell on a shared host) would stay dear
-# for good: its drafts not bought, it not timed again. Forgotten, it is priced from
-# its neighbours, and where no step of more tokens than a plain one is left, the free
-# n-gram drafts of one step time it again (`DraftController.decide`).
-STALE_STEPS = 64
+# A token count timed only a few times (its decaying weight below STALE_WEIGHT: three
+# times or fewer) and not in the last STALE_STEPS steps is forgotten. Drafts are bought
+# only where the curve prices them to pay, so a count timed slow in a few steps (an
+# engine's first, a busy spell on a shared host) would stay dear for good: its drafts
+# not bought, it not timed again. Forgotten, it is priced from its neighbours, and
+# where no step of more tokens than a plain one is left, the free n-gram drafts of one
+# step time it again (`DraftController.decide`). Counts timed more often are kept: in
+# the smollm2 replays forgetting those too cost 0.3-0.5% at batch 4, where forgetting
+# only these cost nothing (docs/results.md).
+STALE_STEPS, STALE_WEIGHT = 64, 3.0
 # Decisions `PricingBudget` sees before it first judges whether looking for drafts pays
 # (an engine's first steps price with few step times measured, and their drafts are
 # seldom found yet); how often it judges after that; and the steps it then leaves
@@ -235,7 +238,7 @@ class StepTimeCurve:
     def add(self, tokens: int, seconds: float) -> None:
         """Fold in a step of TOKENS that took SECONDS, at most SPIKE times what steps of
         as many tokens took (or, for a count not yet timed, what the curve says); forget
-        counts not timed in the last STALE_STEPS steps.
+        counts timed a few times, none in the last STALE_STEPS steps.
 
         >>> c = StepTimeCurve()
         >>> c.add(2, 1.0); c.add(2, 9.0)  # a step the host held up
@@ -246,7 +249,8 @@ class StepTimeCurve:
         [1]
         """
         self.steps += 1
-        for stale in [x for x, at in self.timed_at.items() if self.steps - at >= STALE_STEPS]:
+        for stale in [x for x, at in self.timed_at.items() if self.steps - at >= STALE_STEPS
+                      and self.points[x].weight < STALE_WEIGHT]:
             del self.points[stale], self.timed_at[stale]
         self.timed_at[tokens] = self.steps
         if self.points:
