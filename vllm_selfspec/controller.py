@@ -233,7 +233,7 @@ class StepTimeCurve:
 
     points: dict[int, DecayingMean] = field(default_factory=dict)
     steps: int = 0  # steps timed
-    timed_at: dict[int, int] = field(default_factory=dict)  # the step each count last was
+    timed_at: dict[int, int] = field(default_factory=dict)  # each count's last step timed
 
     def add(self, tokens: int, seconds: float) -> None:
         """Fold in a step of TOKENS that took SECONDS, at most SPIKE times what steps of
