@@ -15,7 +15,9 @@ with --spikes P, a share P of steps taking 2-4 times as long (a shared host pree
 the engine, a collection); --seeds N sums N seeded runs. --host-ms H adds H ms to each
 step the controller looks for drafts in (its n-gram search and pricing; `ngram`'s own
 search is left out); --always-look ignores the controller's judgement of whether looking
-pays (`controller.PricingBudget`), to compare.
+pays (`controller.PricingBudget`), and --throughput prices every step for the batch's
+tokens a second, as when requests wait for a place, not for how soon its end comes, to
+compare.
 Prints modelled decode seconds (prefill left out) of vanilla, of drafting every n-gram
 found (vLLM's ngram method) and of the controller, their ratios to vanilla, their
 steps and the tokens drafted and accepted from n-grams and from the layers.
@@ -64,7 +66,7 @@ def measured_costs(bench_results: str) -> tuple[StepTimeCurve, dict[int, float]]
 
 
 def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer_acceptance,
-                 noise, spikes, host_s, always_look, rng, group
+                 noise, spikes, host_s, always_look, rng, group, throughput=False
                  ) -> tuple[float, int, int, int, int, int]:
     """Modelled decode seconds and steps for one group, and the tokens drafted and
     accepted from n-grams and from the layers."""
@@ -94,6 +96,7 @@ def replay_group(requests, max_tokens, method, controller, curve, draft_s, layer
             n = m = 0
         else:
             n, m = controller.decide([ids[i] for i in rows], [len(f) for f in found],
+                                     None if throughput else
                                      [max_tokens - done[i] - 1 for i in rows])
             controller.costs.add_host(host_s)
             seconds += host_s
@@ -161,7 +164,7 @@ def replay(args) -> None:
                 totals += [replay_group(g, data["max_tokens"], method, controller, curve,
                                         draft_s, args.layer_acceptance, args.noise,
                                         args.spikes, args.host_ms / 1e3, args.always_look,
-                                        rng, i)
+                                        rng, i, args.throughput)
                            for i, g in enumerate(groups)]
             results[method] = tuple(map(sum, zip(*totals)))
         base = results["vanilla"][0]
@@ -192,6 +195,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, default=1)
     r.add_argument("--host-ms", type=float, default=0.0,
                    help="the controller's host work a step that looks for drafts")
+    r.add_argument("--throughput", action="store_true",
+                   help="price every step for tokens a second (as when requests wait)")
     r.add_argument("--always-look", action="store_true",
                    help="look for drafts at every step (`PricingBudget` ignored)")
     args = p.parse_args()
