@@ -55,6 +55,14 @@ class Hook:
 # --- the hooks -----------------------------------------------------------------------
 
 
+def _selfspec_drafter(runner):
+    """The runner's [self] proposer; None where it drafts another way or not at all."""
+    from vllm_selfspec.proposer import SelfSpecProposer
+
+    drafter = getattr(runner, "drafter", None)
+    return drafter if isinstance(drafter, SelfSpecProposer) else None
+
+
 def create_speculative_config(original, engine_args, target_model_config, target_parallel_config):
     from vllm_selfspec import config
 
@@ -93,12 +101,11 @@ def propose_draft_token_ids(original, runner, *args, **kwargs):
     # custom_class proposers get neither the runner nor a way to return draft
     # probabilities; bind the one before and hand over the other after. Drafting is
     # timed for every method (stats.StepTimes).
-    from vllm_selfspec.proposer import SelfSpecProposer
     from vllm_selfspec.stats import step_times
 
-    drafter = getattr(runner, "drafter", None)
+    drafter = _selfspec_drafter(runner)
     with step_times(runner).timing("draft"):
-        if not isinstance(drafter, SelfSpecProposer):
+        if drafter is None:
             return original(runner, *args, **kwargs)
         drafter.runner = runner
         drafts = original(runner, *args, **kwargs)
@@ -136,10 +143,7 @@ def prepare_inputs(original, runner, scheduler_output, *args, **kwargs):
     # path, and the rest of the step takes no metadata as no drafts (`_sample`,
     # `_bookkeeping_sync`). Hybrid (recurrent) models would miss the per-request draft
     # counts that path leaves out; [self] drafts for none (adapters.py).
-    from vllm_selfspec.proposer import SelfSpecProposer
-
-    if (scheduler_output.scheduled_spec_decode_tokens
-            or not isinstance(getattr(runner, "drafter", None), SelfSpecProposer)):
+    if scheduler_output.scheduled_spec_decode_tokens or _selfspec_drafter(runner) is None:
         return original(runner, scheduler_output, *args, **kwargs)
     spec, runner.speculative_config = runner.speculative_config, None
     try:
@@ -157,14 +161,13 @@ def sample_tokens(original, runner, *args, **kwargs):
     # them is what that call would return.
     from vllm.v1.outputs import ModelRunnerOutput
 
-    from vllm_selfspec.proposer import SelfSpecProposer
     from vllm_selfspec.stats import step_times
 
     with step_times(runner).timing("sample"):
         output = original(runner, *args, **kwargs)
     # Not on an output without requests: that may be vLLM's shared EMPTY_MODEL_RUNNER_OUTPUT.
     if (isinstance(output, ModelRunnerOutput) and output.req_ids
-            and isinstance(getattr(runner, "drafter", None), SelfSpecProposer)):
+            and _selfspec_drafter(runner) is not None):
         output.selfspec_drafts = runner.take_draft_token_ids()
     return output
 
