@@ -69,3 +69,22 @@ def test_a_corrupted_method_is_flagged(model_path, tmp_path, monkeypatch, capsys
     rows = {r["method"]: r for r in summary["rows"]}
     assert rows["vanilla"]["mean_acceptance_length"] is None
     assert rows["selfspec_fixed"]["mean_acceptance_length"] > 1.0
+
+
+def test_queued_schedule_leaves_the_waiting_to_vllm(model_path, tmp_path, capsys):
+    out = tmp_path / "bench"
+    # Five prompts at batch 2: vLLM runs two (max_num_seqs) and queues three, so the
+    # drafting policy prices steps for throughput, which the other schedules never reach.
+    code = main(["bench", *COMMON, "--num-prompts", "5", "--methods", "vanilla,selfspec",
+                 "--batch-sizes", "2", "--schedule", "queued", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["correctness"]["failures"] == []
+    assert all(len(r["outputs"]) == 5 for r in results["runs"])
+    objective = next(r for r in results["runs"]
+                     if r["method"] == "selfspec")["runner"]["policy"]["objective_steps"]
+    assert objective["throughput"] > 0, objective
+    # One max_num_seqs per engine: two batch sizes are refused before any engine starts.
+    assert main(["bench", *COMMON, "--schedule", "queued", "--batch-sizes", "1,2",
+                 "--out", str(out)]) == 1
+    assert "--batch-sizes 2" in capsys.readouterr().err

@@ -90,3 +90,31 @@ def test_drafts_that_are_always_rejected_turn_drafting_off(llm, vanilla):
     # A few steps to learn the drafts fail, then one-token probes every few steps.
     assert adaptive.drafts <= n / 3 and adaptive.draft_tokens <= fixed.draft_tokens / 6, \
         (adaptive, fixed)
+
+
+def test_a_batch_refilled_as_requests_finish_is_priced_for_throughput(llm, vanilla):
+    # A stream of requests (`vllm serve` under load: freed slots refill) has no batch's
+    # end to bring nearer, though none waits in vLLM's queue: once a request joins after
+    # another finished beside it, the steps are priced for tokens a second.
+    set_plan(llm, parse_plan(PLANS["draft_and_verify"], "draft_and_verify"))
+    engine, finished = llm.llm_engine, {}
+
+    def run_until(done):
+        while not done():
+            for out in engine.step():
+                if out.finished:
+                    finished[out.request_id] = list(out.outputs[0].token_ids)
+
+    def throughput_steps():
+        return runner_stats(llm)["policy"]["objective_steps"]["throughput"]
+
+    before = throughput_steps()
+    engine.add_request("short", vanilla["prompts"][0], greedy(4))
+    engine.add_request("long", vanilla["prompts"][1], greedy(ALL_TOKENS))
+    run_until(lambda: "short" in finished)
+    assert throughput_steps() == before  # a group so far
+    engine.add_request("joined", vanilla["prompts"][2], greedy(ALL_TOKENS))
+    run_until(lambda: not engine.has_unfinished_requests())
+    assert throughput_steps() > before
+    assert finished == {"short": vanilla["all"][0][:4], "long": vanilla["all"][1],
+                        "joined": vanilla["all"][2]}

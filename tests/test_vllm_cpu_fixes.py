@@ -146,3 +146,26 @@ def test_drafts_ride_with_the_output_instead_of_a_round_trip():
 
     patches.sample_tokens(lambda r: EMPTY_MODEL_RUNNER_OUTPUT, runner)
     assert not hasattr(EMPTY_MODEL_RUNNER_OUTPUT, "selfspec_drafts")
+
+
+def test_a_batch_is_priced_for_its_end_only_while_nothing_joins_it():
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    # The finishes the schedule hook counts: vLLM 0.32 collects the requests that
+    # finished between two schedules, and clears them after each.
+    source = inspect.getsource(Scheduler._update_after_schedule)
+    assert "self.finished_req_ids = set()" in source
+
+    scheduler = SimpleNamespace()
+
+    def batch_end(running, waiting=0, finished=()):
+        scheduler.finished_req_ids, scheduler.running = set(finished), running
+        scheduler.get_request_counts = lambda: (len(running), waiting)
+        return patches.schedule(lambda s: SimpleNamespace(), scheduler).selfspec_batch_end
+
+    a, b, c = (SimpleNamespace() for _ in range(3))
+    assert batch_end([a, b])  # a group
+    assert batch_end([b], finished={"a"})  # draining: its end is still what counts
+    assert not batch_end([b, c])  # c joined after a finished beside b: a stream
+    assert batch_end([c], finished={"b"})  # c on its own
+    assert not batch_end([c], waiting=1)  # requests wait: throughput

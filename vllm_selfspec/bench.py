@@ -14,9 +14,13 @@ engines for every repeat, their start order rotating, so that spread shows up be
 repeats instead of biasing all of them, and the method `vanilla_control` (a second
 vanilla engine) reads what two identical engines differ by.
 With `--schedule continuous` a batch size B means at most B requests in flight, a
-finished request's slot going to the next prompt, as vLLM batches a long list of prompts
-or a loaded server; the default, `groups`, submits B prompts at a time and waits for the
-slowest of them, so drafts that finish some requests early gain nothing there.
+finished request's slot going to the next prompt; the bench holds the rest back, so
+vLLM's queue stays empty and the drafting policy prices each step for the batch's end,
+as in groups. With `--schedule queued` every prompt goes to vLLM at once, which runs B
+(`max_num_seqs`) and queues the rest, as a loaded `vllm serve` does: requests wait, so
+the policy prices each step for throughput. The default, `groups`, submits B prompts at
+a time and waits for the slowest of them, so drafts that finish some requests early
+gain nothing there.
 Speed-ups are ratios to vanilla within the same repeat, summarised over repeats.
 """
 
@@ -40,7 +44,7 @@ from vllm_selfspec.plan import FIXED_K, draft_overrides
 from vllm_selfspec.prompts import load_prompts, render
 from vllm_selfspec.spec_metrics import spec_counts_of_outputs
 
-SCHEDULES = ("groups", "continuous")
+SCHEDULES = ("groups", "continuous", "queued")
 METHODS = ("vanilla", "vanilla_control", "selfspec", "selfspec_fixed", "selfspec_gated",
            "selfspec_full_head", "ngram", "draft_model")
 DEFAULT_METHODS = ("vanilla", "selfspec", "ngram", "draft_model")
@@ -95,6 +99,10 @@ class BenchConfig:
         if self.schedule not in SCHEDULES:
             raise BenchError(f"unknown schedule {self.schedule!r}: choose from "
                              f"{', '.join(SCHEDULES)}")
+        if self.schedule == "queued" and len(self.batch_sizes) > 1:
+            raise BenchError("--schedule queued makes the batch size vLLM's max_num_seqs, one "
+                             f"per engine: give one batch size (--batch-sizes "
+                             f"{max(self.batch_sizes)}), or run the bench once per size")
         if self.fresh_engines and not self.interleave:
             raise BenchError("--fresh-engines needs --interleave: without it every repeat "
                              "starts its engines anew already")
@@ -253,14 +261,14 @@ def measure(llm, prompts: list[str], batch_size: int, params,
 def measure_side_by_side(llms: dict, prompts: list[str], batch_size: int, params,
                          turn: int = 0, schedule: str = "groups") -> dict[str, dict]:
     """`measure` for each engine in LLMS, the engines taking turns on each group of
-    prompts (all the prompts at once when continuous); the order rotates by one each
+    prompts (all the prompts at once unless in groups); the order rotates by one each
     group, starting at TURN."""
     names = list(llms)
     before = {m: runner_stats(llm) for m, llm in llms.items()}
     outputs: dict[str, list] = {m: [] for m in names}
     wall = dict.fromkeys(names, 0.0)
     continuous = schedule == "continuous"
-    groups = [prompts] if continuous else \
+    groups = [prompts] if schedule != "groups" else \
         [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     for g, group in enumerate(groups):
         shift = (turn + g) % len(names)
@@ -425,7 +433,8 @@ def add_arguments(p) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default="groups",
                    help="groups: BATCH prompts submitted together, each group waiting for "
                         "its slowest; continuous: at most BATCH in flight, a finished "
-                        "request's slot refilled at once")
+                        "request's slot refilled at once; queued: every prompt handed to "
+                        "vLLM at once, which runs BATCH (max_num_seqs) and queues the rest")
     p.add_argument("--kv-cache-gib", type=float, default=2.0,
                    help="KV cache of each engine on CPU (vLLM-CPU would take most of the RAM)")
     p.add_argument("--out", required=True, help="directory for results.json/.md and charts")

@@ -117,20 +117,30 @@ def propose_draft_token_ids(original, runner, *args, **kwargs):
 
 
 def schedule(original, scheduler, *args, **kwargs):
-    # The drafting policy prices a step differently when no request waits for a place
-    # in the batch (policy.best_draft); only the scheduler knows, and its output is
-    # what reaches every worker (pickled whole to other processes).
+    # The drafting policy prices a step for the batch's end only where the batch is a
+    # group that nothing joins (policy.best_draft): no request waits for a place, and
+    # none joined after another had finished beside it, as in a stream of requests
+    # (`vllm serve` under load, or a client keeping so many in flight), whose freed
+    # slots refill and whose requests each wait on their own tokens. Each request is
+    # tagged, when first scheduled, with the count of steps so far after which some
+    # request had finished; two tags among the running requests make a stream. Only
+    # the scheduler knows; its output is what reaches every worker (pickled whole to
+    # other processes), so every tensor-parallel rank prices alike.
+    if scheduler.finished_req_ids:  # since the last schedule (vLLM clears it there)
+        scheduler.selfspec_finishes = getattr(scheduler, "selfspec_finishes", 0) + 1
     output = original(scheduler, *args, **kwargs)
-    output.selfspec_waiting = scheduler.get_request_counts()[1]
+    finishes = getattr(scheduler, "selfspec_finishes", 0)
+    tags = {r.__dict__.setdefault("selfspec_finishes", finishes) for r in scheduler.running}
+    output.selfspec_batch_end = not scheduler.get_request_counts()[1] and len(tags) < 2
     return output
 
 
 def execute_model(original, runner, scheduler_output, *args, **kwargs):
     # Timing (stats.StepTimes): the step-time split of `vllm-selfspec bench`, and the
-    # verification costs the drafting policy weighs; and the queue `schedule` stamped.
+    # verification costs the drafting policy weighs; and how `schedule` says to price.
     from vllm_selfspec.stats import step_times
 
-    runner.selfspec_waiting = getattr(scheduler_output, "selfspec_waiting", None)
+    runner.selfspec_batch_end = getattr(scheduler_output, "selfspec_batch_end", False)
     with step_times(runner).timing("forward", scheduler_output):
         return original(runner, scheduler_output, *args, **kwargs)
 
@@ -263,8 +273,9 @@ def hooks() -> list[Hook]:
              "look-ahead KV slots for draft K/V"),
         Hook(GPUModelRunner, "propose_draft_token_ids", propose_draft_token_ids,
              "runner handle and draft probabilities"),
-        Hook(Scheduler, "schedule", schedule, "queue length for the drafting policy"),
-        Hook(GPUModelRunner, "execute_model", execute_model, "step timing, queue length"),
+        Hook(Scheduler, "schedule", schedule, "queue and refills for the drafting policy"),
+        Hook(GPUModelRunner, "execute_model", execute_model,
+             "step timing, queue and refills"),
         Hook(GPUModelRunner, "_prepare_inputs", prepare_inputs,
              "steps without drafts take the non-speculative path"),
         Hook(GPUModelRunner, "sample_tokens", sample_tokens,

@@ -8,8 +8,8 @@
 - `Finish` (with `drafting_yield`): when the requests of a batch that nothing waits to
   join are done.
 - `best_draft`: the n-gram and layer draft lengths that maximise expected tokens per
-  second under a cost model (or, when nothing waits for a place in the batch, bring
-  its end nearest a second), zero (a plain decode step) included; `price_options`
+  second under a cost model (or, for a batch that nothing waits to join, bring its end
+  nearest a second), zero (a plain decode step) included; `price_options`
   and `best_option`, what each option gains and costs and which to take.
 
 Everything here is deterministic in its inputs; the proposer feeds it values that are
@@ -319,9 +319,10 @@ def best_draft(ngram_lengths: list[int], ngram_acceptance: list[float],
     forward) and the acceptance of each source. (0, 0) is a plain decode step.
 
     Without FINISH the choice maximises the batch's expected tokens per second: right
-    while requests wait for a place in the batch, whose throughput they wait on. With
-    it (given when nothing waits) it maximises how fast the batch's expected end, when
-    its last request finishes, comes nearer (`Finish.gain`).
+    while requests wait for a place in the batch or join it as others finish, as its
+    throughput is what they wait on. With it (given for a group that nothing joins) it
+    maximises how fast the batch's expected end, when its last request finishes, comes
+    nearer (`Finish.gain`).
 
     >>> costs = StepCosts.line(draft=0.2, base=1.0, per_draft=0.1, batch=2, k=4)
     >>> best_draft([0, 0], [0.6] * 2, [0.9] * 2, costs, 4)  # good layer drafts: the most

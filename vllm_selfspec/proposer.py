@@ -83,8 +83,9 @@ class SelfSpecProposer:
         start, forwards_before = time.perf_counter(), self.stats.draft_forward_s
         rows, budgets, remaining = self._rows_to_draft(sampled_token_ids, num_tokens_no_spec)
         found = self._ngram_drafts(rows, budgets, num_tokens_no_spec, token_ids_cpu)
-        # The scheduler's queue, stamped on this step's scheduler output (patches.py).
-        if getattr(self.runner, "selfspec_waiting", None) != 0:
+        # Whether the batch is a group that nothing joins, stamped on this step's
+        # scheduler output (patches.schedule); otherwise priced for throughput.
+        if not getattr(self.runner, "selfspec_batch_end", False):
             remaining = None
         by_ngram, by_layers = self.controller.decide([req_ids[r] for r in rows],
                                                      [len(f) for f in found], remaining,
