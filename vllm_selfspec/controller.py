@@ -440,9 +440,10 @@ class DraftController:
         request's context offers (0: none). REMAINING: the tokens each request may
         still generate, given when the batch is a group that nothing joins (then
         the step is priced by how far it brings the batch's expected end nearer:
-        `policy.Finish`), None while requests wait or join it. AGREE turns the step costs this rank
-        measured into those every rank prices with (rank 0's, under TP): everything
-        else the choice rests on is alike on every rank, so every rank chooses alike."""
+        `policy.Finish`), None while requests wait or join it. AGREE turns the step
+        costs this rank measured into those every rank prices with (rank 0's, under
+        TP): everything else the choice rests on is alike on every rank, so every rank
+        chooses alike."""
         if not self.config.cost_model or not req_ids:
             return self.k, self.k
         self.decisions += 1
