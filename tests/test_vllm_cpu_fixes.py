@@ -156,7 +156,10 @@ def test_a_batch_is_priced_for_its_end_only_while_nothing_joins_it():
     source = inspect.getsource(Scheduler._update_after_schedule)
     assert "self.finished_req_ids = set()" in source
 
-    scheduler = SimpleNamespace()
+    from vllm_selfspec.config import SELF_MODEL
+
+    spec = SimpleNamespace(method="custom_class", model=SELF_MODEL)
+    scheduler = SimpleNamespace(vllm_config=SimpleNamespace(speculative_config=spec))
 
     def batch_end(running, waiting=0, finished=()):
         scheduler.finished_req_ids, scheduler.running = set(finished), running
@@ -169,3 +172,7 @@ def test_a_batch_is_priced_for_its_end_only_while_nothing_joins_it():
     assert not batch_end([b, c])  # c joined after a finished beside b: a stream
     assert batch_end([c], finished={"b"})  # c on its own
     assert not batch_end([c], waiting=1)  # requests wait: throughput
+    # Another engine's steps (vanilla here) are not tagged or stamped.
+    scheduler.vllm_config.speculative_config = None
+    assert not hasattr(patches.schedule(lambda s: SimpleNamespace(), scheduler),
+                       "selfspec_batch_end")

@@ -63,6 +63,14 @@ def _selfspec_drafter(runner):
     return drafter if isinstance(drafter, SelfSpecProposer) else None
 
 
+def _drafts_with_self(vllm_config) -> bool:
+    """Whether the engine's speculative method is the [self] proposer."""
+    from vllm_selfspec.config import is_selfspec
+
+    spec = vllm_config.speculative_config
+    return spec is not None and spec.method == "custom_class" and is_selfspec(spec.model)
+
+
 def create_speculative_config(original, engine_args, target_model_config, target_parallel_config):
     from vllm_selfspec import config
 
@@ -89,11 +97,8 @@ def num_lookahead_tokens(original, vllm_config):
     # The scheduler reserves KV slots past the verified tokens only for methods it
     # knows draft K/V there (EAGLE, draft models); custom_class gets 0. Our drafts
     # write K/V for up to k positions past them, so reserve k like a draft model.
-    from vllm_selfspec.config import is_selfspec
-
-    spec = vllm_config.speculative_config
-    if spec is not None and spec.method == "custom_class" and is_selfspec(spec.model):
-        return spec.num_speculative_tokens
+    if _drafts_with_self(vllm_config):
+        return vllm_config.speculative_config.num_speculative_tokens
     return original(vllm_config)
 
 
@@ -125,7 +130,10 @@ def schedule(original, scheduler, *args, **kwargs):
     # tagged, when first scheduled, with the count of steps so far after which some
     # request had finished; two tags among the running requests make a stream. Only
     # the scheduler knows; its output is what reaches every worker (pickled whole to
-    # other processes), so every tensor-parallel rank prices alike.
+    # other processes), so every tensor-parallel rank prices alike. Other engines'
+    # steps are left as vLLM makes them.
+    if not _drafts_with_self(scheduler.vllm_config):
+        return original(scheduler, *args, **kwargs)
     if scheduler.finished_req_ids:  # since the last schedule (vLLM clears it there)
         scheduler.selfspec_finishes = getattr(scheduler, "selfspec_finishes", 0) + 1
     output = original(scheduler, *args, **kwargs)
