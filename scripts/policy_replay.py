@@ -21,6 +21,8 @@ compare.
 Prints modelled decode seconds (prefill left out) of vanilla, of drafting every n-gram
 found (vLLM's ngram method) and of the controller, their ratios to vanilla, their
 steps and the tokens drafted and accepted from n-grams and from the layers.
+`positions` prints, along the outputs, how often an n-gram draft's token passes given
+that those before it passed, by its place in the draft.
 
     python scripts/policy_replay.py generate qwen2.5-coder-1.5b xsum /tmp/q15-xsum.json \
         --first 100 --count 64
@@ -173,6 +175,31 @@ def replay(args) -> None:
             for m, (s, n, nd, na, md, ma) in results.items()))
 
 
+def positions(args) -> None:
+    """How often an n-gram draft's token passes given that those before it passed, by
+    its place in the draft, drafting every n-gram found (as vLLM's ngram method) along
+    the outputs: the policy prices every token of a draft at one rate."""
+    config = DraftConfig()
+    data = json.load(open(args.outputs))
+    reached, passed = np.zeros(K), np.zeros(K)
+    for prompt, out in data["requests"]:
+        done = 1  # the prefill samples the first token
+        while done < len(out):
+            context = np.array(prompt + out[:done])
+            draft = ngram_drafts(context[None], np.array([len(context)]), config.ngram_min,
+                                 config.ngram_max, np.array([min(K, len(out) - done)]))[0]
+            accepted = 0
+            for token in draft:
+                reached[accepted] += 1
+                if token != out[done + accepted]:
+                    break
+                passed[accepted] += 1
+                accepted += 1
+            done += accepted + 1
+    print(f"{data['model']} {data['prompts']}: passed / reached by position " + ", ".join(
+        f"{p / r:.2f} ({int(r)})" for p, r in zip(passed, reached) if r))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,8 +226,10 @@ def main() -> None:
                    help="price every step for tokens a second (as when requests wait)")
     r.add_argument("--always-look", action="store_true",
                    help="look for drafts at every step (`PricingBudget` ignored)")
+    q = sub.add_parser("positions")
+    q.add_argument("outputs", help="a file `generate` wrote")
     args = p.parse_args()
-    generate(args) if args.command == "generate" else replay(args)
+    {"generate": generate, "replay": replay, "positions": positions}[args.command](args)
 
 
 if __name__ == "__main__":
