@@ -1,19 +1,25 @@
 """The tune command's pure parts: the policy replay, the searches, the cost fit."""
 
+import doctest
 import math
 import time
 
 import numpy as np
 import pytest
 
-from vllm_selfspec import search
+from vllm_selfspec import objective, search
 from vllm_selfspec.controller import PROBE_EVERY
 from vllm_selfspec.machine_costs import _line
-from vllm_selfspec.objective import Costs, Trace, simulate
+from vllm_selfspec.objective import Costs, Trace, best_possible, simulate
 from vllm_selfspec.plan import FIXED_K, DraftConfig, SkipPlan
 
 FIXED = FIXED_K
 COSTS = Costs(draft=0.5, verify=(1.0, 1.1, 1.2, 1.3, 1.4))
+
+
+def test_objective_doctests():
+    result = doctest.testmod(objective)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_perfect_drafts_give_k_plus_one_tokens_a_step():
@@ -108,3 +114,21 @@ def test_verification_costs_are_smoothed_and_never_fall():
     assert _line([1.0, 1.2, 1.4]) == pytest.approx((1.0, 1.2, 1.4))
     assert _line([1.0, 0.8, 0.9]) == pytest.approx((0.9, 0.9, 0.9))
     assert all(math.isfinite(x) for x in _line([2.0]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_policy_beats_the_best_possible_walk(seed):
+    rng = np.random.default_rng(seed)
+    m = 60
+    trace = Trace(rng.random(m) < 0.6, rng.random(m),
+                  [list(rng.random(rng.integers(0, 5)) < 0.7) for _ in range(m)])
+    bound = best_possible(trace, 4, COSTS)
+    assert bound.tokens == m - 1
+    for policy in (FIXED, DraftConfig(), DraftConfig(hybrid=False), DraftConfig(threshold=0.5)):
+        assert simulate(trace, 4, COSTS, policy).cost >= bound.cost - 1e-9
+
+
+def test_drafts_that_never_pass_leave_the_best_walk_plain():
+    trace = Trace(np.zeros(8, bool), np.ones(8), [[False, True]] * 8)
+    w = best_possible(trace, 4, COSTS)
+    assert (w.steps, w.accepted, w.cost) == (7, 0, 7.0)

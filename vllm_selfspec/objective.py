@@ -139,3 +139,37 @@ def simulate_all(traces: list[Trace], k: int, costs: Costs, policy: DraftConfig)
     for trace in traces:
         total.add(simulate(trace, k, costs, policy, ctl))
     return total
+
+
+def best_possible(trace: Trace, k: int, costs: Costs) -> Walk:
+    """The cheapest way through TRACE's tokens (counted as `simulate` counts them) for a
+    policy that knows which drafts pass: each step is a plain decode, or verifies the
+    passing part of the n-gram draft the context offers, or drafts with the layers just
+    the tokens that pass (a forward for a token that fails only adds cost), whichever
+    sources the proposer would use there. No gate or cost model does better on this
+    trace with these costs: an upper bound on what a plan's drafts can earn.
+
+    >>> t = Trace(np.array([1, 1, 1, 0, 1, 1], bool), np.ones(6), [[]] * 6)
+    >>> w = best_possible(t, 4, Costs(0.5, (1.0, 1.1, 1.2, 1.3, 1.4)))
+    >>> (w.tokens, w.steps, w.accepted, round(w.cost, 2))  # 2 drafts pass, then 1
+    (5, 2, 3, 3.8)
+    >>> round(best_possible(t, 4, Costs(1.0, (1.0, 1.1, 1.2, 1.3, 1.4))).cost, 2)  # plain
+    5.0
+    """
+    m = len(trace.match)
+    # best[j]: (cost, steps, drafts) of the cheapest way from position j to the end.
+    best: list[tuple[float, int, int]] = [(0.0, 0, 0)] * (m + 1)
+    for j in range(m - 1, 0, -1):
+        budget = min(k, m - j - 1)
+        options = [(costs.verify[0] + best[j + 1][0], 0)]
+        ngram = trace.ngram[j] if trace.ngram else []
+        for passing, forward in ((_accepted(ngram[:budget]), 0.0),
+                                 (_accepted(trace.match[j:j + budget]), costs.draft)):
+            options += [(d * forward + costs.verify[d] + best[j + d + 1][0], d)
+                        for d in range(1, passing + 1)]
+        cost, d = min(options)
+        steps, drafts = best[j + d + 1][1:]
+        best[j] = (cost, steps + 1, drafts + d)
+    cost, steps, drafts = best[1] if m > 1 else (0.0, 0, 0)
+    return Walk(tokens=max(m - 1, 0), steps=steps, drafted=drafts, accepted=drafts,
+                cost=cost)
