@@ -13,7 +13,7 @@ frequency instead; no corpus is needed here).
 The head weight stays where vLLM put it: the prefix is a view of its rows, and with
 tensor parallelism each rank scores the part of the prefix its shard holds. vLLM-CPU
 runs its own linear layers through oneDNN on a packed copy of each weight; on the
-prefix, torch's `F.linear` takes MKL's float32 GEMV path instead, 2-3 times as slow at
+prefix, torch's `F.linear` takes MKL's float32 GEMV path instead, 2.4-3.5 times as slow at
 1-16 tokens (`benchmarks/draft_head_kernel.py`), so on CPU the prefix goes through
 oneDNN's linear in place (`linear_for`), with no packed copy.
 """

@@ -122,8 +122,8 @@ def measure(model, context: int, k: int, repeats: int = 7, verification: bool = 
         layer.self_attn(layer.input_layernorm(hidden), position_embeddings=cos_sin,
                         attention_mask=None, past_key_values=cache)
 
-    # Each head with the kernel vLLM runs it with: oneDNN on CPU, for the draft's
-    # prefix as for vLLM's whole head (transformers' F.linear is 2-3x as slow here).
+    # Both heads through oneDNN on CPU, as vLLM runs them: transformers' F.linear takes
+    # a float32 GEMV path 2.4-3.5x as slow (benchmarks/draft_head_kernel.py).
     weight = model.lm_head.weight
     linear = draft_head.linear_for(weight)
 
