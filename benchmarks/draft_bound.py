@@ -18,7 +18,7 @@ draft forward is the shipped one's scaled by the weights each reads (`cost.py`).
 
     python benchmarks/draft_bound.py --model qwen2.5-coder-1.5b --prompts humaneval \\
         --costs docs/bench/qwen2.5-coder-1.5b-humaneval-batch1-17ff7c6/results.json \\
-        --exit-layers 8,12,16,20,24 --search-minutes 5 --out bound.json
+        --exit-layers 12,20,24 --search-minutes 4 --out docs/draft-cost/bound-humaneval-cpu.json
 """
 
 from __future__ import annotations

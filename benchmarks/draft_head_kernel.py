@@ -7,7 +7,7 @@ the draft head ran before), the kernel the draft head picks (`linear_for`: oneDN
 linear on the rows in place, on CPU), and vLLM-CPU's own dispatch, which packs a copy
 of the rows for oneDNN (the fastest, but a second copy of 32,768 rows of the head).
 
-    python benchmarks/draft_head_kernel.py --out docs/draft-cost/draft-head-kernel.json
+    python benchmarks/draft_head_kernel.py --out docs/draft-cost/draft-head-kernel-float32.json
 """
 
 from __future__ import annotations
