@@ -19,20 +19,12 @@ import time
 import torch
 from torch.nn import functional as F
 
+from gemm_tokens import vllm_linear  # benchmarks/, on the path when run as a script
 from vllm_selfspec.draft_head import linear_for
 
 # (vocabulary, hidden size) of each model's LM head.
 HEADS = {"qwen2.5-coder-1.5b": (151936, 1536), "qwen2.5-coder-0.5b": (151936, 896),
          "smollm2-135m": (49152, 576)}
-
-
-def vllm_packed(rows: torch.Tensor):
-    layer = torch.nn.Module()
-    layer.weight = torch.nn.Parameter(rows.clone(), requires_grad=False)
-    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
-
-    dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
-    return lambda x: layer.cpu_linear(x, layer.weight, None)
 
 
 def time_ms(fn, repeats: int) -> float:
@@ -60,7 +52,7 @@ def main() -> None:
         rows = weight[:args.vocab]
         kernels = {"torch_F_linear": lambda x: F.linear(x, rows),
                    "draft_head": lambda x, f=linear_for(weight): f(x, rows),
-                   "vllm_packed_copy": vllm_packed(rows)}
+                   "vllm_packed_copy": vllm_linear(rows.clone())}
         for m in (int(t) for t in args.tokens.split(",")):
             x = torch.randn(m, hidden, dtype=dtype)
             want = F.linear(x.float(), rows.float())
